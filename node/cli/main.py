@@ -1,0 +1,284 @@
+"""`aegis`: operator and node command line.
+
+Client commands talk to a gateway over its control socket (--socket, or
+$AEGIS_SOCKET, default /run/aegis/aegis.sock).  Exit codes: 0 success,
+1 refused / failed, 2 usage or local error (bad file, no gateway).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from node.control import Client, ControlError
+
+DEFAULT_SOCKET = "/run/aegis/aegis.sock"
+
+
+def die(msg, code=1):
+    print("aegis: %s" % msg, file=sys.stderr)
+    sys.exit(code)
+
+
+def jsonable(v):
+    if isinstance(v, (bytes, bytearray)):
+        return {"hex": bytes(v).hex()}
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [jsonable(x) for x in v]
+    return v
+
+
+def client(args):
+    try:
+        return Client(args.socket)
+    except ControlError as e:
+        die(str(e), 2)
+
+
+def request(args, op, **kw):
+    c = client(args)
+    try:
+        return c.request(op, **kw)
+    except ControlError as e:
+        die(str(e), 1)
+    except OSError as e:
+        die("talking to the gateway: %s" % e, 2)
+    finally:
+        c.close()
+
+
+# ---- commands ---------------------------------------------------------------
+def cmd_keygen(args):
+    from node import keys
+    if os.path.exists(args.out + ".key") and not args.force:
+        die("%s.key exists; pass --force to overwrite" % args.out, 2)
+    k, p = keys.keygen(args.out)
+    print("wrote %s (keep it secret) and %s (give it to nodes as a trusted key)" % (k, p))
+
+
+def cmd_pack(args):
+    from node import keys
+    from node.core import package as pk
+    from node.core.imports import check_module
+    try:
+        with open(args.wasm, "rb") as f:
+            wasm = f.read()
+    except OSError as e:
+        die("cannot read %s: %s" % (args.wasm, e), 2)
+    limits = {}
+    if args.memory_pages is not None:
+        limits["memory_pages"] = args.memory_pages
+    if args.fuel is not None:
+        limits["fuel"] = args.fuel
+    try:
+        m = pk.make_manifest(args.name, args.version, wasm, args.subscribe or [],
+                             args.emit or [], args.port or [], limits)
+        check_module(wasm, m["limits"]["memory_pages"])
+        sign, raw = keys.signer(keys.load_private(args.key))
+        data = pk.build(m, wasm, sign, raw)
+    except ValueError as e:
+        die("cannot pack %s: %s" % (args.wasm, e), 1)
+    tmp = args.out + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, args.out)
+    print("packed %s@%s: %d bytes wasm, %d bytes package -> %s"
+          % (args.name, args.version, len(wasm), len(data), args.out))
+
+
+def cmd_gateway(args):
+    from node.gateway.daemon import main
+    sys.exit(main(args.config))
+
+
+def cmd_install(args):
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        die("cannot read %s: %s" % (args.file, e), 2)
+    print("installing %s (%d bytes)..." % (args.file, len(data)), file=sys.stderr)
+    r = request(args, "install", package=data, rollback=args.rollback)
+    if not r.get("changed"):
+        print("%s@%s is already active" % (r["name"], r["version"]))
+    else:
+        extra = " (replaced %s)" % r["replaced"] if r.get("replaced") else ""
+        print("%s@%s is %s%s, switched in %.1f ms"
+              % (r["name"], r["version"], r["state"], extra, r.get("swap_ms", 0)))
+
+
+def cmd_remove(args):
+    request(args, "remove", name=args.name)
+    print("removed %s" % args.name)
+
+
+def cmd_emit(args):
+    from node.core import cbor
+    if args.json is not None:
+        try:
+            value = json.loads(args.json)
+        except ValueError as e:
+            die("--json is not valid JSON: %s" % e, 2)
+        data = cbor.dumps(value)
+    elif args.hex is not None:
+        try:
+            data = bytes.fromhex(args.hex)
+        except ValueError:
+            die("--hex is not hexadecimal", 2)
+    else:
+        data = b""
+    request(args, "emit", topic=args.topic, data=data)
+
+
+def _print_event(ev, as_json):
+    if as_json:
+        print(json.dumps(jsonable(ev)), flush=True)
+    else:
+        t = time.strftime("%H:%M:%S", time.localtime(ev["ts"] / 1000))
+        mod = " [%s]" % ev["mod"] if ev.get("mod") else ""
+        print("%s %-28s %s%s %s" % (t, ev["topic"], ev["src"], mod,
+                                   json.dumps(jsonable(ev["data"]))), flush=True)
+
+
+def cmd_events(args):
+    if not args.follow:
+        r = request(args, "events", topic=args.topic, last=args.last)
+        for ev in r["events"]:
+            _print_event(ev, args.json)
+        return
+    c = client(args)
+    c.sock.settimeout(None)
+    try:
+        c.send({"op": "events", "follow": True, "topic": args.topic,
+                "last": args.last if args.last_given else 0})
+        first = c.recv()
+        if not first.get("ok"):
+            die(first.get("error", "refused"), 1)
+        while True:
+            m = c.recv()
+            if m.get("missed"):
+                print("aegis: %d events skipped (reader too slow)" % m["missed"], file=sys.stderr)
+            _print_event(m["event"], args.json)
+    except KeyboardInterrupt:
+        pass
+    except ControlError as e:
+        die(str(e), 1)
+    finally:
+        c.close()
+
+
+def _module_rows(mods):
+    rows = [("NAME", "VERSION", "STATE", "EVENTS", "TRAPS", "NOTE")]
+    for m in mods:
+        note = m.get("reason") or m.get("last_error") or ""
+        rows.append((m["name"], m["version"], m["state"], str(m["events"]),
+                     str(m["traps"]), note))
+    w = [max(len(r[i]) for r in rows) for i in range(5)]
+    return ["  ".join(r[i].ljust(w[i]) for i in range(5)) + "  " + r[5] for r in rows]
+
+
+def cmd_status(args):
+    r = request(args, "status")
+    r.pop("ok", None)
+    if args.json:
+        print(json.dumps(jsonable(r)))
+        return
+    print("node %s  fleet %s  up %ss  events %d  rollbacks %d"
+          % (r["node_id"], r["fleet"], r["uptime_s"], r["counts"]["events"],
+             r["counts"]["rollbacks"]))
+    print("ports: %s" % (", ".join(r["ports"]) or "none bound"))
+    for line in _module_rows(r["modules"]):
+        print(line)
+
+
+def cmd_modules(args):
+    r = request(args, "modules")
+    if args.json:
+        print(json.dumps(jsonable(r["modules"])))
+        return
+    for line in _module_rows(r["modules"]):
+        print(line)
+
+
+def cmd_reload(args):
+    r = request(args, "reload")
+    print("config reloaded; ports bound: %s" % (", ".join(r["ports"]) or "none"))
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="aegis", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def cmd(name, fn, help, sock=False):
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(fn=fn)
+        if sock:
+            s.add_argument("--socket", default=os.environ.get("AEGIS_SOCKET", DEFAULT_SOCKET),
+                           help="gateway control socket (default $AEGIS_SOCKET or %s)"
+                           % DEFAULT_SOCKET)
+        return s
+
+    s = cmd("keygen", cmd_keygen, "make an Ed25519 signing key pair")
+    s.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub")
+    s.add_argument("--force", action="store_true", help="overwrite an existing key")
+
+    s = cmd("pack", cmd_pack, "build a signed module package from a .wasm file")
+    s.add_argument("wasm")
+    s.add_argument("--name", required=True)
+    s.add_argument("--version", required=True, help="semver, e.g. 1.2.0")
+    s.add_argument("--subscribe", nargs="+", metavar="FILTER", help="topic filters to receive")
+    s.add_argument("--emit", nargs="+", metavar="PREFIX", help="topic prefixes it may emit")
+    s.add_argument("--port", nargs="+", metavar="NAME", help="ports it may call")
+    s.add_argument("--memory-pages", type=int, help="max wasm memory in 64 KiB pages (default 16)")
+    s.add_argument("--fuel", type=int, help="fuel per call (metering)")
+    s.add_argument("--key", required=True, metavar="PREFIX.key")
+    s.add_argument("--out", required=True, metavar="FILE")
+
+    s = cmd("gateway", cmd_gateway, "run the gateway daemon")
+    s.add_argument("--config", required=True, metavar="FILE.toml")
+
+    s = cmd("install", cmd_install, "install a package; exits 0 once it is active", sock=True)
+    s.add_argument("file")
+    s.add_argument("--rollback", action="store_true", help="allow installing an older version")
+
+    s = cmd("remove", cmd_remove, "stop and remove a module", sock=True)
+    s.add_argument("name")
+
+    s = cmd("emit", cmd_emit, "publish an event on the node's bus", sock=True)
+    s.add_argument("topic")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", metavar="VALUE", help="JSON value, sent as CBOR data")
+    g.add_argument("--hex", metavar="BYTES", help="raw data bytes in hex")
+
+    s = cmd("events", cmd_events, "show recent events (and follow new ones)", sock=True)
+    s.add_argument("--topic", metavar="FILTER", help="only events matching this filter")
+    s.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--last", type=int, default=1000, help="how many recent events (default 1000)")
+
+    s = cmd("status", cmd_status, "node status and its modules", sock=True)
+    s.add_argument("--json", action="store_true")
+
+    s = cmd("modules", cmd_modules, "list modules", sock=True)
+    s.add_argument("--json", action="store_true")
+
+    cmd("reload", cmd_reload, "re-read the gateway config (ports, policy, keys)", sock=True)
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.last_given = "--last" in argv
+    try:
+        args.fn(args)
+    except BrokenPipeError:
+        pass
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

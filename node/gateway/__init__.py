@@ -1,0 +1,1 @@
+"""The gateway daemon: config, control socket, event loop."""

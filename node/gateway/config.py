@@ -1,0 +1,111 @@
+"""Gateway configuration (TOML).  Every key is checked with a clear error.
+
+    node_id = "gw-1"                 # [A-Za-z0-9_.-], 1..64
+    fleet = "home"
+    store_dir = "/var/lib/aegis"
+    control_socket = "/run/aegis/aegis.sock"
+    trusted_keys = ["/etc/aegis/operator.pub"]
+
+    [rollback]                       # optional
+    max_traps = 3
+    window_s = 10
+
+    [policy]                         # optional: narrows every module
+    emit = ["alarm/", "avg/"]        # emit prefixes any module may get
+    ports = ["facts"]                # ports any module may get
+
+    [ports.facts]                    # bind port "facts" to an adapter
+    adapter = "node_facts"
+    [ports.web]
+    adapter = "http"
+    allow = ["127.0.0.1:8080"]       # host:port the module may reach
+    timeout_s = 2
+"""
+import os
+import tomllib
+
+from node.adapters import ADAPTERS
+
+ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _need(d, key, typ, where="config"):
+    if key not in d:
+        raise ConfigError("%s: missing key %r" % (where, key))
+    v = d[key]
+    if not isinstance(v, typ):
+        raise ConfigError("%s: %r must be %s" % (where, key, typ.__name__))
+    return v
+
+
+def check_id(v, what):
+    if not 1 <= len(v) <= 64 or not set(v) <= ID_CHARS:
+        raise ConfigError("%s %r: use 1..64 of A-Z a-z 0-9 _ . -" % (what, v))
+
+
+class Config:
+    def __init__(self, d, path="config"):
+        self.path = path
+        base = os.path.dirname(os.path.abspath(path)) if path != "config" else os.getcwd()
+
+        def rel(p):
+            return p if os.path.isabs(p) else os.path.join(base, p)
+
+        self.raw = d
+        self.node_id = _need(d, "node_id", str)
+        check_id(self.node_id, "node_id")
+        self.fleet = _need(d, "fleet", str)
+        check_id(self.fleet, "fleet")
+        self.store_dir = rel(_need(d, "store_dir", str))
+        self.control_socket = rel(_need(d, "control_socket", str))
+        tk = _need(d, "trusted_keys", list)
+        if not tk or not all(isinstance(x, str) for x in tk):
+            raise ConfigError("config: trusted_keys must be a non-empty list of .pub paths")
+        self.trusted_keys = [rel(x) for x in tk]
+        rb = d.get("rollback", {})
+        self.max_traps = int(rb.get("max_traps", 3))
+        self.trap_window_ms = int(float(rb.get("window_s", 10)) * 1000)
+        if self.max_traps < 1 or self.trap_window_ms < 1:
+            raise ConfigError("config: [rollback] max_traps and window_s must be positive")
+        pol = d.get("policy", {})
+        if not isinstance(pol, dict):
+            raise ConfigError("config: [policy] must be a table")
+        self.policy = {}
+        for k in ("emit", "ports"):
+            if k in pol:
+                v = pol[k]
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise ConfigError("config: policy.%s must be a list of strings" % k)
+                self.policy[k] = v
+        self.ports = {}
+        ports = d.get("ports", {})
+        if not isinstance(ports, dict):
+            raise ConfigError("config: [ports] must be a table of tables")
+        for name, spec in ports.items():
+            where = "config [ports.%s]" % name
+            if not isinstance(spec, dict):
+                raise ConfigError("%s must be a table" % where)
+            kind = _need(spec, "adapter", str, where)
+            if kind not in ADAPTERS:
+                raise ConfigError("%s: unknown adapter %r (known: %s)"
+                                  % (where, kind, ", ".join(sorted(ADAPTERS))))
+            try:
+                ADAPTERS[kind].check(spec)
+            except ValueError as e:
+                raise ConfigError("%s: %s" % (where, e))
+            self.ports[name] = spec
+
+
+def load(path):
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("config file not found: %s" % path)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("%s: invalid TOML: %s" % (path, e))
+    return Config(d, path)
