@@ -1,0 +1,309 @@
+# The mesh envelope: one canonical CBOR map per forwarded event.
+#
+# This is an interop contract (docs/MESH.md): any MQTT client with a CBOR
+# library reads these, so the keys are short plain text and the values plain
+# CBOR types.  Everything decoded here came off the network, so every field
+# is checked for type, size and range before anyone sees it; unknown extra
+# keys are ignored so newer nodes can add fields without breaking older ones.
+#
+# Also here: per-source duplicate suppression (`Dedup`) and the persisted
+# per-source sequence counter (`SeqCounter`) that makes suppression work.
+from node.core import cbor
+
+MAX_DATA = 65536
+MAX_TOPIC = 255
+MAX_ID = 64
+MAX_MOD = 129          # "name@version", each part at most 64
+MAX_INT = (1 << 63) - 1
+# CBOR overhead of a maximal envelope is well under this; checking the raw
+# length first means a hostile 100 MB payload is refused before decoding.
+_SLACK = 1024
+
+_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+_VER_CHARS = _ID_CHARS + "+"
+
+
+class EnvelopeError(ValueError):
+    pass
+
+
+def _check_chars(what, s, allowed, maxlen):
+    if type(s) is not str:
+        raise EnvelopeError("%s must be text, got %s" % (what, type(s).__name__))
+    if not 1 <= len(s) <= maxlen:
+        raise EnvelopeError("%s must be 1..%d characters, got %d"
+                            % (what, maxlen, len(s)))
+    for c in s:
+        if c not in allowed:
+            raise EnvelopeError("%s %r has character %r; allowed: A-Z a-z 0-9 _ . -"
+                                % (what, s, c))
+
+
+def check_node_id(node_id, what="node id"):
+    """Node ids (and fleet names): 1..64 chars of [A-Za-z0-9_.-]."""
+    _check_chars(what, node_id, _ID_CHARS, MAX_ID)
+    if node_id in (".", ".."):
+        # They become MQTT levels and sometimes file names; keep them inert.
+        raise EnvelopeError("%s must not be '.' or '..'" % what)
+
+
+def check_topic(topic):
+    """Event topic: 1..255 bytes UTF-8, '/'-separated non-empty levels,
+    no '+' or '#' (those are filter wildcards, never part of a topic)."""
+    if type(topic) is not str:
+        raise EnvelopeError("topic must be text, got %s" % type(topic).__name__)
+    n = len(topic.encode())
+    if not 1 <= n <= MAX_TOPIC:
+        raise EnvelopeError("topic must be 1..%d bytes, got %d" % (MAX_TOPIC, n))
+    if "+" in topic or "#" in topic or "\x00" in topic:
+        raise EnvelopeError("topic %r must not contain '+', '#' or NUL" % topic)
+    for lvl in topic.split("/"):
+        if not lvl:
+            raise EnvelopeError("topic %r has an empty level" % topic)
+
+
+def check_mod(mod):
+    """Module reference "name@version"."""
+    if type(mod) is not str:
+        raise EnvelopeError("mod must be text, got %s" % type(mod).__name__)
+    at = mod.find("@")
+    if at < 0 or len(mod) > MAX_MOD:
+        raise EnvelopeError("mod %r must look like name@version" % mod)
+    _check_chars("module name", mod[:at], _ID_CHARS, MAX_ID)
+    _check_chars("module version", mod[at + 1:], _VER_CHARS, MAX_ID)
+
+
+def _check_int(what, v):
+    # bool is an int subclass on CPython; a true/false here is a bug upstream.
+    if type(v) is not int:
+        raise EnvelopeError("%s must be an integer, got %s" % (what, type(v).__name__))
+    if not 0 <= v <= MAX_INT:
+        raise EnvelopeError("%s must be in 0..2**63-1, got %d" % (what, v))
+
+
+class Envelope:
+    def __init__(self, src, seq, ts, topic, data, mod):
+        self.src = src
+        self.seq = seq
+        self.ts = ts
+        self.topic = topic
+        self.data = data
+        self.mod = mod
+
+    def __eq__(self, o):
+        return (isinstance(o, Envelope) and self.src == o.src and self.seq == o.seq
+                and self.ts == o.ts and self.topic == o.topic
+                and self.data == o.data and self.mod == o.mod)
+
+    def __repr__(self):
+        return "Envelope(%s#%d %s %d bytes from %s)" % (
+            self.src, self.seq, self.topic, len(self.data), self.mod)
+
+
+def _validate(src, seq, ts, topic, data, mod, max_data):
+    check_node_id(src, "src")
+    _check_int("seq", seq)
+    _check_int("ts", ts)
+    check_topic(topic)
+    if type(data) is not bytes:
+        raise EnvelopeError("data must be a byte string, got %s" % type(data).__name__)
+    if len(data) > max_data:
+        raise EnvelopeError("data is %d bytes, limit is %d" % (len(data), max_data))
+    check_mod(mod)
+
+
+def encode(src, seq, ts, topic, data, mod, max_data=MAX_DATA):
+    """Canonical CBOR bytes for one envelope (validated: we never emit what
+    we would refuse to decode)."""
+    if type(data) is bytearray or type(data) is memoryview:
+        data = bytes(data)
+    _validate(src, seq, ts, topic, data, mod, max_data)
+    return cbor.dumps({"src": src, "seq": seq, "ts": ts, "topic": topic,
+                       "data": data, "mod": mod})
+
+
+def decode(b, max_data=MAX_DATA):
+    """Envelope from CBOR bytes, or EnvelopeError saying what is wrong."""
+    if type(b) is not bytes:
+        b = bytes(b)
+    if len(b) > max_data + _SLACK:
+        raise EnvelopeError("envelope is %d bytes, limit is %d"
+                            % (len(b), max_data + _SLACK))
+    try:
+        m = cbor.loads(b)
+    except cbor.CBORError as e:
+        raise EnvelopeError("envelope is not valid CBOR: %s" % e)
+    if type(m) is not dict:
+        raise EnvelopeError("envelope must be a CBOR map, got %s" % type(m).__name__)
+    for k in ("src", "seq", "ts", "topic", "data", "mod"):
+        if k not in m:
+            raise EnvelopeError("envelope has no %r key" % k)
+    e = Envelope(m["src"], m["seq"], m["ts"], m["topic"], m["data"], m["mod"])
+    _validate(e.src, e.seq, e.ts, e.topic, e.data, e.mod, max_data)
+    return e
+
+
+# --- MQTT topic tree -------------------------------------------------------
+
+def ev_topic(fleet, node_id, topic):
+    """"aegis/<fleet>/ev/<node_id>/<topic>" for an event `topic` of `node_id`."""
+    check_node_id(fleet, "fleet")
+    check_node_id(node_id)
+    check_topic(topic)
+    t = "aegis/%s/ev/%s/%s" % (fleet, node_id, topic)
+    # The MQTT limit is 64 KiB; ours keeps topics small for boards.
+    if len(t.encode()) > MAX_TOPIC + 2 * MAX_ID + 16:
+        raise EnvelopeError("MQTT topic too long")
+    return t
+
+
+def parse_ev_topic(fleet, mqtt_topic):
+    """(node_id, topic) from an MQTT topic under aegis/<fleet>/ev/, else
+    EnvelopeError.  Used to check an envelope's `src` and `topic` agree with
+    where it was published, so one node cannot speak for another's tree."""
+    check_node_id(fleet, "fleet")
+    if type(mqtt_topic) is not str:
+        raise EnvelopeError("MQTT topic must be text")
+    pre = "aegis/%s/ev/" % fleet
+    if not mqtt_topic.startswith(pre):
+        raise EnvelopeError("MQTT topic %r is not under %s" % (mqtt_topic, pre))
+    rest = mqtt_topic[len(pre):]
+    slash = rest.find("/")
+    if slash < 0:
+        raise EnvelopeError("MQTT topic %r has no event topic after the node id"
+                            % mqtt_topic)
+    node_id, topic = rest[:slash], rest[slash + 1:]
+    check_node_id(node_id)
+    check_topic(topic)
+    return node_id, topic
+
+
+# --- duplicate suppression -------------------------------------------------
+
+class Dedup:
+    """Per-source anti-replay window over (src, seq), as in IPsec (RFC 4303).
+
+    For each source: the highest seq seen and a ring bitmap of the last
+    `window` seqs.  A seq above the top is new and slides the window; one
+    inside it is a duplicate if its bit is set; one below it is too old to
+    tell and is dropped (a node's seq never goes back, see SeqCounter).
+    At most `max_sources` sources are tracked; the least recently seen is
+    forgotten first, which can let an old duplicate of *that* source through
+    once -- the price of bounded memory, counted in `evicted`."""
+
+    def __init__(self, window=1024, max_sources=256):
+        if window < 8 or window % 8:
+            raise ValueError("dedup window must be a positive multiple of 8")
+        if max_sources < 1:
+            raise ValueError("max_sources must be >= 1")
+        self.window = window
+        self.max_sources = max_sources
+        self._src = {}     # src -> [top seq, bitmap bytearray, last use tick]
+        self._tick = 0
+        self.dups = 0      # exact repeats dropped
+        self.too_old = 0   # below the window, dropped
+        self.evicted = 0   # sources forgotten to stay bounded
+
+    def __len__(self):
+        return len(self._src)
+
+    def seen(self, src, seq):
+        """True when (src, seq) was seen before or is too old: drop it."""
+        if type(seq) is not int or seq < 0:
+            raise EnvelopeError("seq must be an integer >= 0")
+        self._tick += 1
+        w = self.window
+        st = self._src.get(src)
+        if st is None:
+            if len(self._src) >= self.max_sources:
+                self._evict()
+            bits = bytearray(w // 8)
+            st = self._src[src] = [seq, bits, 0]
+            p = seq % w
+            bits[p >> 3] |= 1 << (p & 7)
+            st[2] = self._tick
+            return False
+        st[2] = self._tick
+        top, bits = st[0], st[1]
+        if seq > top:
+            d = seq - top
+            if d >= w:
+                for j in range(len(bits)):
+                    bits[j] = 0
+            else:
+                # Clear the slots of the seqs we skipped over (they now
+                # stand for top+1..seq, none of which were seen yet).
+                for s in range(top + 1, seq + 1):
+                    p = s % w
+                    bits[p >> 3] &= ~(1 << (p & 7)) & 0xFF
+            st[0] = seq
+        elif top - seq >= w:
+            self.too_old += 1
+            return True
+        p = seq % w
+        m = 1 << (p & 7)
+        if bits[p >> 3] & m:
+            self.dups += 1
+            return True
+        bits[p >> 3] |= m
+        return False
+
+    def _evict(self):
+        # O(sources) only when a new source arrives while full; fine at 256.
+        old, oldt = None, None
+        for k, st in self._src.items():
+            if oldt is None or st[2] < oldt:
+                old, oldt = k, st[2]
+        del self._src[old]
+        self.evicted += 1
+
+
+# --- persisted sequence counter ---------------------------------------------
+
+class SeqCounter:
+    """Hands out this node's envelope `seq` numbers; never repeats one, even
+    across crashes, without a flash write per event.
+
+    The store holds the first seq NOT yet reserved.  Numbers are handed out
+    from a reserved block; when a block is used up the next one is reserved
+    with one atomic write *before* any of its numbers are used.  After a
+    crash the counter restarts at the stored value, so up to `block` numbers
+    are skipped (receivers' Dedup windows just slide forward) but none is
+    ever reused."""
+
+    def __init__(self, store, name="mesh/seq", block=1000):
+        if block < 1:
+            raise ValueError("block must be >= 1")
+        self.store = store
+        self.name = name
+        self.block = block
+        raw = store.read(name)
+        if raw is None:
+            nxt = 0
+        else:
+            # Refusing to start beats silently reusing numbers: a reused seq
+            # makes every peer drop this node's events as duplicates.
+            try:
+                nxt = cbor.loads(raw)
+            except cbor.CBORError as e:
+                raise EnvelopeError("sequence file %s is corrupt (%s); delete it "
+                                    "only together with a new node id" % (name, e))
+            if type(nxt) is not int or not 0 <= nxt <= MAX_INT:
+                raise EnvelopeError("sequence file %s holds %r, not a seq"
+                                    % (name, nxt))
+        self._next = nxt
+        self._limit = nxt      # nothing reserved yet in this run
+        self.writes = 0
+
+    def peek(self):
+        return self._next
+
+    def take(self):
+        if self._next >= self._limit:
+            lim = self._next + self.block
+            self.store.write(self.name, cbor.dumps(lim))
+            self._limit = lim       # only once the reservation is durable
+            self.writes += 1
+        n = self._next
+        self._next += 1
+        return n

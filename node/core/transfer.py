@@ -1,0 +1,610 @@
+# Chunked, resumable package transfer: two sans-I/O state machines.
+#
+# Whole messages in and out (one CBOR map each, "t" = type), so the same
+# code runs over MQTT (one message per payload) and QUIC (one per frame).
+# The protocol is documented in docs/MESH.md; in short:
+#   S->R offer   {id, o, size, sha256, chunk, win, name, version}
+#   R->S want    {id, o, n, ranges, upto}      missing [start, end) ranges
+#   S->R chunk   {id, i, d, h}                 h = sha256(d)[:8]
+#   R->S ack     {id, n, have, ranges, upto, last[, bad]}
+#   R->S result  {id, ok, state | error}       terminal
+#   R->S error   {id, code, error}             non-terminal
+# The receiver's `want` is authoritative: the sender re-offers (the offer is
+# idempotent) whenever it is unsure -- after a reconnect, a timeout, or once
+# it has sent everything it was asked for -- and sends what the reply says.
+# Chunks go straight to the store; the receiver never holds a package in RAM.
+import binascii
+import hashlib
+from node.core import cbor
+
+MIN_CHUNK = 256
+MAX_CHUNK = 65536
+MAX_SIZE = 16 << 20
+MAX_RANGES = 128        # per want/ack; more holes are fetched on later passes
+MAX_WIN = 1024
+_SLACK = 512            # CBOR overhead of a chunk message, generously
+_HASH_PIECE = 16384     # bounded memory when hashing a whole package
+
+
+class TransferError(ValueError):
+    """Bad message or state.  Also queued as an event: `.tid` (or None) and
+    `.text` say which transfer and what to do about it."""
+
+    def __init__(self, text, tid=None):
+        super().__init__(text)
+        self.text = text
+        self.tid = tid
+
+
+class Started:      # receiver accepted an offer; `have` chunks already stored
+    def __init__(self, tid, name, version, size, have, n):
+        self.tid, self.name, self.version = tid, name, version
+        self.size, self.have, self.n = size, have, n
+
+
+class Progress:     # bytes the receiver holds (sender: confirmed by acks)
+    def __init__(self, tid, done, total):
+        self.tid, self.done, self.total = tid, done, total
+
+
+class Complete:     # receiver: whole package stored and its sha256 checked
+    def __init__(self, tid, store_name, name, version, sha256, size):
+        self.tid, self.store_name, self.name = tid, store_name, name
+        self.version, self.sha256, self.size = version, sha256, size
+
+
+class Result:       # sender: the receiver's final word (or giving up)
+    def __init__(self, tid, ok, detail):
+        self.tid, self.ok, self.detail = tid, ok, detail
+
+
+def transfer_id(sha256):
+    return binascii.hexlify(sha256[:16]).decode()
+
+
+def _get(bits, i):
+    return bits[i >> 3] >> (i & 7) & 1
+
+
+def _set(bits, i):
+    bits[i >> 3] |= 1 << (i & 7)
+
+
+def _clr(bits, i):
+    bits[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+
+
+def _missing(bits, n, limit=MAX_RANGES):
+    """([start, end) ranges of clear bits, upto): the list is complete for
+    indices below `upto` (== n unless it was cut at `limit` ranges)."""
+    out, i, start = [], 0, -1
+    while i < n:
+        b = bits[i >> 3]
+        if not i & 7 and i + 8 <= n and b in (0, 255):
+            step = 8                            # whole byte: skip fast
+        else:
+            step, b = 1, b >> (i & 7) & 1 and 255
+        if b == 0 and start < 0:
+            if len(out) == limit:
+                return out, i
+            start = i
+        elif b == 255 and start >= 0:
+            out.append([start, i])
+            start = -1
+        i += step
+    if start >= 0:
+        out.append([start, n])
+    return out, n
+
+
+def _in(ranges, i):
+    for s, e in ranges:
+        if s <= i < e:
+            return True
+    return False
+
+
+def _field(m, k, typ, lo=None, hi=None, tid=None):
+    v = m.get(k)
+    if type(v) is not typ:
+        raise TransferError("field %r must be %s" % (k, typ.__name__), tid)
+    x = len(v) if typ in (bytes, str, list) else v
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise TransferError("field %r out of range (%d not in %s..%s)" % (k, x, lo, hi), tid)
+    return v
+
+
+def _ranges(m, n, tid):
+    rs, prev = _field(m, "ranges", list, 0, MAX_RANGES, tid), 0
+    for r in rs:
+        if (type(r) is not list or len(r) != 2 or type(r[0]) is not int
+                or type(r[1]) is not int or not prev <= r[0] < r[1] <= n):
+            raise TransferError("ranges must be sorted [start, end) pairs in 0..%d" % n, tid)
+        prev = r[1]
+    return rs, _field(m, "upto", int, 0, n, tid)
+
+
+def decode(b, max_len=MAX_CHUNK + _SLACK):
+    """A message map with a valid "t" and "id", or TransferError."""
+    if len(b) > max_len:
+        raise TransferError("message is %d bytes, limit %d" % (len(b), max_len))
+    try:
+        m = cbor.loads(bytes(b))
+    except cbor.CBORError as e:
+        raise TransferError("message is not valid CBOR: %s" % e)
+    if type(m) is not dict or type(m.get("t")) is not str:
+        raise TransferError("message must be a CBOR map with a text 't'")
+    tid = m.get("id")
+    if type(tid) is not str or len(tid) != 32 or any(c not in "0123456789abcdef" for c in tid):
+        raise TransferError("message 'id' must be 32 lowercase hex digits")
+    return m
+
+
+def _msg(t, tid, **kw):
+    kw["t"] = t
+    kw["id"] = tid
+    return cbor.dumps(kw)
+
+
+class _Bytes:
+    def __init__(self, b):
+        self.b = memoryview(b)
+        self.size = len(b)
+
+    def read_at(self, off, n):
+        return bytes(self.b[off:off + n])
+
+
+class StoreReader:
+    """Adapts a store object to the Sender's reader interface."""
+
+    def __init__(self, store, name):
+        self.store, self.name = store, name
+        self.size = store.size(name)
+        if self.size < 0:
+            raise TransferError("no such package: %s" % name)
+
+    def read_at(self, off, n):
+        return self.store.read_at(self.name, off, n)
+
+
+def _hash(read_at, size):
+    h, off = hashlib.sha256(), 0
+    while off < size:
+        piece = read_at(off, min(_HASH_PIECE, size - off))
+        if not piece:
+            break                               # short file: hash won't match
+        h.update(piece)
+        off += len(piece)
+    return h.digest()
+
+
+class Sender:
+    """Pushes one package.  Loop: feed every reply to receive_data(), send
+    what messages_to_send(now) returns, read next_event() until None."""
+
+    def __init__(self, package, chunk=4096, window=16, name="", version="",
+                 timeout=10000, max_retries=6, sha256=None):
+        if not MIN_CHUNK <= chunk <= MAX_CHUNK:
+            raise TransferError("chunk size must be %d..%d" % (MIN_CHUNK, MAX_CHUNK))
+        if not 1 <= window <= MAX_WIN:
+            raise TransferError("window must be 1..%d" % MAX_WIN)
+        src = package if hasattr(package, "read_at") else _Bytes(package)
+        if src.size < 1:
+            raise TransferError("package is empty")
+        self.src, self.size, self.chunk, self.window = src, src.size, chunk, window
+        self.name, self.version = name, version
+        self.timeout, self.max_retries = timeout, max_retries
+        if sha256 is not None and (type(sha256) is not bytes or len(sha256) != 32):
+            raise TransferError("sha256 must be 32 bytes")
+        self.sha256 = sha256 or _hash(src.read_at, src.size)
+        self.id = transfer_id(self.sha256)
+        self.n = (self.size + chunk - 1) // chunk
+        nb = (self.n + 7) // 8
+        self._need = bytearray(nb)      # asked for, not yet sent
+        self._conf = bytearray(nb)      # receiver confirmed it has
+        self.confirmed = 0              # bytes confirmed
+        self._inflight = {}             # index -> send serial
+        self._serial = 0
+        self._cursor = 0
+        self._o = 0                     # offer number, echoed by want
+        self._want_o = -1               # offer whose want we acted on
+        self._polled = True
+        self._out, self._events = [], []
+        self._last_rx = None
+        self.retries = 0
+        self.chunks_sent = 0
+        self.result = None              # (ok, detail) once finished
+        self._offer()
+
+    def _len(self, i):
+        return min(self.chunk, self.size - i * self.chunk)
+
+    def _offer(self, reset=True):
+        self._o += 1
+        if reset:
+            # Unsure what arrived: send nothing more until the want says.
+            self._inflight = {}
+            for j in range(len(self._need)):
+                self._need[j] = 0
+        self._polled = True
+        self._out.append(_msg("offer", self.id, o=self._o, size=self.size,
+                              sha256=self.sha256, chunk=self.chunk, win=self.window,
+                              name=self.name, version=self.version))
+
+    def reconnected(self, now=None):
+        """The link was lost: forget what was in flight and offer again."""
+        if self.result is None:
+            self._out = []
+            self._offer()
+            self._last_rx = now
+
+    def next_event(self):
+        return self._events.pop(0) if self._events else None
+
+    def _finish(self, ok, detail):
+        self.result = (ok, detail)
+        self._out = []
+        self._events.append(Result(self.id, ok, detail))
+
+    def messages_to_send(self, now):
+        if self.result is None:
+            if self._last_rx is None:
+                self._last_rx = now
+            elif now - self._last_rx >= self.timeout:
+                self.retries += 1
+                if self.retries > self.max_retries:
+                    self._finish(False, "no answer from the receiver after %d offers"
+                                 % self.max_retries)
+                else:
+                    self._offer()
+                self._last_rx = now
+            while self.result is None and len(self._inflight) < self.window:
+                i = self._cursor
+                while i < self.n and not _get(self._need, i):
+                    i += 1
+                self._cursor = i
+                if i >= self.n:
+                    if not self._polled:
+                        # Sent all we were asked for: ask what is still missing
+                        # (ordered links deliver this after the chunks).
+                        self._polled = True
+                        self._offer(reset=False)
+                    break
+                _clr(self._need, i)
+                self._serial += 1
+                self._inflight[i] = self._serial
+                d = self.src.read_at(i * self.chunk, self._len(i))
+                self._out.append(_msg("chunk", self.id, i=i, d=d,
+                                      h=hashlib.sha256(d).digest()[:8]))
+                self.chunks_sent += 1
+        out, self._out = self._out, []
+        return out
+
+    def _confirm(self, i):
+        if not _get(self._conf, i):
+            _set(self._conf, i)
+            self.confirmed += self._len(i)
+
+    def receive_data(self, b, now):
+        try:
+            self._handle(decode(b), now)
+        except TransferError as e:
+            e.tid = e.tid or self.id
+            self._events.append(e)
+
+    def _handle(self, m, now):
+        t, tid = m["t"], m["id"]
+        if tid != self.id:
+            raise TransferError("reply for another transfer (%s)" % tid, tid)
+        if self.result is not None:
+            return
+        self._last_rx, self.retries = now, 0
+        before = self.confirmed
+        if t == "want":
+            o = _field(m, "o", int, 0, None, tid)
+            rs, upto = _ranges(m, self.n, tid)
+            if o != self._o or o == self._want_o:
+                return                      # stale or duplicated want
+            self._want_o = o
+            self._inflight, self._cursor = {}, 0
+            for j in range(len(self._need)):
+                self._need[j] = 0
+            for i in range(upto):
+                self._confirm(i)
+            for s, e in rs:
+                for i in range(s, e):
+                    _set(self._need, i)
+                    if _get(self._conf, i):     # receiver lost it (restart)
+                        _clr(self._conf, i)
+                        self.confirmed -= self._len(i)
+            self._polled = not rs and upto == self.n
+        elif t == "ack":
+            rs, upto = _ranges(m, self.n, tid)
+            last = m.get("last")
+            bad = m.get("bad", [])
+            if type(bad) is not list or len(bad) > MAX_WIN:
+                raise TransferError("ack 'bad' must be a short list", tid)
+            ls = self._inflight.get(last, 0) if type(last) is int else 0
+            if _field(m, "have", int, 0, self.n, tid) == self.n:
+                for i in range(self.n):     # e.g. re-offer while it verifies
+                    self._confirm(i)
+            for i in list(self._inflight):
+                if i < upto and not _in(rs, i):
+                    del self._inflight[i]
+                    self._confirm(i)
+                elif self._inflight[i] < ls or i in bad:
+                    # Sent before a chunk that arrived, yet missing: lost.
+                    del self._inflight[i]
+                    _set(self._need, i)
+                    self._cursor = min(self._cursor, i)
+        elif t == "result":
+            ok = _field(m, "ok", bool, None, None, tid)
+            detail = m.get("state" if ok else "error")
+            if ok:
+                for i in range(self.n):
+                    self._confirm(i)
+            self._finish(ok, detail if type(detail) is str else "")
+            return
+        elif t == "error":
+            code = m.get("code")
+            if code == "unknown" and self._want_o == self._o:
+                self._offer()               # receiver restarted: resume
+            raise TransferError("receiver: %s" % m.get("error"), tid)
+        else:
+            raise TransferError("unexpected %r message for a sender" % t, tid)
+        if self.confirmed != before:
+            self._events.append(Progress(self.id, self.confirmed, self.size))
+
+
+class _T:
+    def __init__(self, tid, size, chunk, sha, name, version):
+        self.tid, self.size, self.chunk, self.sha = tid, size, chunk, sha
+        self.name, self.version = name, version
+        self.n = (size + chunk - 1) // chunk
+        self.bits = bytearray((self.n + 7) // 8)
+        self.have = self.unsaved = self.since_ack = 0
+        self.win, self.seen, self.verifying = 16, 0, False
+
+    def same(self, o):
+        return (self.size, self.chunk, self.sha) == (o.size, o.chunk, o.sha)
+
+    def done_bytes(self):
+        d = self.have * self.chunk
+        if _get(self.bits, self.n - 1):
+            d -= self.n * self.chunk - self.size
+        return d
+
+
+class Receiver:
+    """Receives packages into `store` under `prefix`.  is_active(tid, name,
+    version, sha256) -> falsy, or a state text when that exact package is
+    already installed and running (the offer is then answered as done)."""
+
+    def __init__(self, store, max_size=MAX_SIZE, max_transfers=4, is_active=None,
+                 idle_ms=120000, persist_every=16, prefix="incoming/"):
+        self.store, self.max_size, self.max_transfers = store, max_size, max_transfers
+        self.is_active, self.idle_ms, self.prefix = is_active, idle_ms, prefix
+        self.persist_every = persist_every
+        self._t = {}                    # tid -> _T
+        self._out, self._events = [], []
+        self.dups = 0
+        self.bad = 0
+
+    def next_event(self):
+        return self._events.pop(0) if self._events else None
+
+    def messages_to_send(self):
+        """[(tid, message bytes)]: reply on the channel that tid came from."""
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, t, tid, **kw):
+        self._out.append((tid, _msg(t, tid, **kw)))
+
+    def _error(self, tid, code, text):
+        self._events.append(TransferError(text, tid))
+        self._send("error", tid, code=code, error=text)
+
+    def _names(self, tid):
+        p = self.prefix + tid
+        return p + ".part", p + ".state", p + ".pkg"
+
+    def receive_data(self, b, now):
+        try:
+            m = decode(b)
+        except TransferError as e:
+            self.bad += 1
+            self._events.append(e)
+            return
+        t, tid = m["t"], m["id"]
+        try:
+            if t == "offer":
+                self._offer(m, tid, now)
+            elif t == "chunk":
+                self._chunk(m, tid, now)
+            else:
+                raise TransferError("unexpected %r message for a receiver" % t, tid)
+        except TransferError as e:
+            self.bad += 1
+            self._error(tid, "bad", e.text)
+
+    def _offer(self, m, tid, now):
+        try:
+            size = _field(m, "size", int, 1, None, tid)
+            if size > self.max_size:
+                raise TransferError("package is %d bytes; this node accepts at most %d"
+                                    % (size, self.max_size), tid)
+            chunk = _field(m, "chunk", int, MIN_CHUNK, MAX_CHUNK, tid)
+            sha = _field(m, "sha256", bytes, 32, 32, tid)
+            if transfer_id(sha) != tid:
+                raise TransferError("id must be the hex of the first 16 bytes of sha256", tid)
+            name = _field(m, "name", str, 0, 64, tid) if "name" in m else ""
+            version = _field(m, "version", str, 0, 64, tid) if "version" in m else ""
+            win = _field(m, "win", int, 1, MAX_WIN, tid) if "win" in m else 16
+            o = _field(m, "o", int, 0, None, tid) if "o" in m else 0
+        except TransferError as e:
+            # A bad offer can never succeed: answer with a final result.
+            self.bad += 1
+            self._events.append(e)
+            self._send("result", tid, ok=False, error=e.text)
+            return
+        new = _T(tid, size, chunk, sha, name, version)
+        new.win, new.seen = win, now
+        st = self.is_active and self.is_active(tid, name, version, sha)
+        if st:
+            self._send("result", tid, ok=True, state=st if type(st) is str else "active")
+            return
+        t = self._t.get(tid)
+        if t is not None and not t.same(new):
+            self._drop(t)       # same package, new chunking: start over
+            t = None
+        if t is None:
+            self.tick(now)
+            if len(self._t) >= self.max_transfers:
+                self._error(tid, "busy", "node is busy with %d transfers; retry later"
+                            % len(self._t))
+                return
+            t = self._t[tid] = new
+            self._resume(t)
+            self._events.append(Started(tid, name, version, size, t.have, t.n))
+        t.win, t.seen = win, now
+        if t.verifying:
+            self._ack(t, -1)
+        else:
+            rs, upto = _missing(t.bits, t.n)
+            self._send("want", tid, o=o, n=t.n, ranges=rs, upto=upto)
+
+    def _resume(self, t):
+        part, state, pkg = self._names(t.tid)
+        st = self.store
+        if st.size(pkg) == t.size and _hash(lambda o, n: st.read_at(pkg, o, n), t.size) == t.sha:
+            # Crashed after completing; hand it to the node again.
+            t.have, t.verifying = t.n, True
+            self._events.append(Complete(t.tid, pkg, t.name, t.version, t.sha, t.size))
+            return
+        st.delete(pkg)
+        raw = st.read(state)
+        try:
+            s = cbor.loads(raw) if raw is not None else None
+            if (type(s) is dict and s.get("size") == t.size and s.get("chunk") == t.chunk
+                    and s.get("sha256") == t.sha and type(s.get("bits")) is bytes
+                    and len(s["bits"]) == len(t.bits) and st.size(part) >= 0):
+                t.bits = bytearray(s["bits"])
+                t.have = sum(_get(t.bits, i) for i in range(t.n))
+                return
+        except cbor.CBORError:
+            pass
+        st.delete(part)
+        st.delete(state)
+        # Partial files of transfers nobody resumed stay bounded too.
+        stale = [x for x in st.list(self.prefix) if x.endswith(".part")
+                 and x[len(self.prefix):-5] not in self._t]
+        for x in stale[:max(0, len(stale) - self.max_transfers)]:
+            st.delete(x)
+            st.delete(x[:-5] + ".state")
+
+    def _chunk(self, m, tid, now):
+        t = self._t.get(tid)
+        if t is None:
+            self._error(tid, "unknown", "unknown transfer %s: send an offer first" % tid)
+            return
+        i = _field(m, "i", int, 0, t.n - 1, tid)
+        if t.verifying or _get(t.bits, i):
+            self.dups += 1                  # harmless: never rewritten, but
+            t.since_ack += 1                # acked so the sender's window moves
+            if not t.verifying and t.since_ack >= max(1, t.win // 2):
+                self._ack(t, i)
+            return
+        want = min(t.chunk, t.size - i * t.chunk)
+        d = m.get("d")
+        if type(d) is not bytes or len(d) != want:
+            raise TransferError("chunk %d must be %d bytes of data" % (i, want), tid)
+        h = _field(m, "h", bytes, 8, 8, tid)
+        if hashlib.sha256(d).digest()[:8] != h:
+            self.bad += 1
+            self._events.append(TransferError("chunk %d failed its hash check" % i, tid))
+            self._ack(t, -1, bad=[i])
+            return
+        part = self._names(tid)[0]
+        self.store.write_at(part, i * t.chunk, d)
+        _set(t.bits, i)
+        t.have += 1
+        t.unsaved += 1
+        t.since_ack += 1
+        t.seen = now
+        if t.have == t.n:
+            self._complete(t)
+        else:
+            if t.unsaved >= self.persist_every:
+                self._persist(t)
+            if t.since_ack >= max(1, t.win // 2):
+                self._ack(t, i)
+
+    def _ack(self, t, last, bad=None):
+        rs, upto = _missing(t.bits, t.n)
+        kw = {"bad": bad} if bad else {}
+        self._send("ack", t.tid, n=t.n, have=t.have, ranges=rs, upto=upto, last=last, **kw)
+        t.since_ack = 0
+        self._events.append(Progress(t.tid, t.done_bytes(), t.size))
+
+    def _persist(self, t):
+        part, state, _ = self._names(t.tid)
+        # Data first, then the record of it: a chunk recorded as held is
+        # always on disk; one on disk but unrecorded is just asked again.
+        self.store.sync(part)
+        self.store.write(state, cbor.dumps({"size": t.size, "chunk": t.chunk, "sha256": t.sha,
+                                            "bits": bytes(t.bits)}))
+        t.unsaved = 0
+
+    def _complete(self, t):
+        part, state, pkg = self._names(t.tid)
+        st = self.store
+        st.sync(part)
+        got = _hash(lambda o, n: st.read_at(part, o, n), t.size)
+        if st.size(part) != t.size or got != t.sha:
+            self._drop(t)
+            text = ("package sha256 mismatch (got %s, offered %s); the data was discarded, "
+                    "check the package and push again"
+                    % (binascii.hexlify(got).decode(), binascii.hexlify(t.sha).decode()))
+            self._events.append(TransferError(text, t.tid))
+            self._send("result", t.tid, ok=False, error=text)
+            return
+        st.rename(part, pkg)
+        st.delete(state)
+        t.verifying = True
+        self._ack(t, -1)
+        self._events.append(Complete(t.tid, pkg, t.name, t.version, t.sha, t.size))
+
+    def _drop(self, t):
+        self._t.pop(t.tid, None)
+        for x in self._names(t.tid):
+            self.store.delete(x)
+
+    def finish(self, tid, ok, detail):
+        """The node's verdict on a Complete package: sends the final result.
+        On failure the package file is deleted; on success it is the node's."""
+        t = self._t.get(tid)
+        if t is None or not t.verifying:
+            raise TransferError("no completed transfer %s to finish" % tid, tid)
+        del self._t[tid]
+        if ok:
+            self._send("result", tid, ok=True, state=str(detail))
+        else:
+            self.store.delete(self._names(tid)[2])
+            self._send("result", tid, ok=False, error=str(detail))
+
+    def tick(self, now):
+        """Forget transfers idle for idle_ms (progress stays on the store, a
+        new offer resumes it).  Completed ones wait for finish()."""
+        for t in list(self._t.values()):
+            if not t.verifying and now - t.seen >= self.idle_ms:
+                if t.unsaved:
+                    self._persist(t)
+                del self._t[t.tid]
+                self._events.append(TransferError(
+                    "transfer idle for %d ms; progress kept, a new offer resumes it"
+                    % (now - t.seen), t.tid))
+
+    def active(self):
+        return list(self._t)

@@ -1,0 +1,10 @@
+;; Hostile fixture: accepts every event buffer, then traps in every
+;; aegis_event (`unreachable`).  The node must catch the trap; repeated traps
+;; roll the module back to its previous version.
+(module
+  (memory (export "memory") 2)
+  (func (export "aegis_alloc") (param $len i32) (result i32)
+    (if (result i32) (i32.gt_u (local.get $len) (i32.const 65791))
+      (then (i32.const 0)) (else (i32.const 1024))))
+  (func (export "aegis_event") (param i32 i32 i32 i32) (result i32)
+    unreachable))
