@@ -26,11 +26,16 @@ class Slot:
         self.dropped = 0
         self.last_error = ""
         limits = self.manifest["limits"]
+        self.inst = None
         self.abi = HostABI(self.name, caps, state, self._mem, host.clock,
                            host.on_emit, host.on_log, host.on_call,
                            data_max=limits["data_max"])
         self.abi.slot = self
+        self.abi.label = self.label
         self.inst = host.engine.load(wasm, self.abi.functions(abi_names))
+        # Host calls fetch memory on every call (memory.grow makes old views
+        # stale); hand the ABI the engine's fastest accessor.
+        self.abi.mem = getattr(self.inst, "memory_getter", self.inst.memory)
         self.life.to(lc.LOADED)
         self._alloc = self.inst.find("aegis_alloc") if self.inst.has("aegis_event") else None
         self._event = self.inst.find("aegis_event") if self._alloc else None
@@ -66,13 +71,12 @@ class Slot:
             if p <= 0:
                 self.dropped += 1
                 return True
-            m = self.inst.memory()
+            m = self.abi.mem()
             if p + n > len(m):
                 self.dropped += 1
                 self.last_error = "aegis_alloc returned a buffer outside memory"
                 return True
-            m[p:p + tl] = topic_b
-            m[p + tl:p + n] = data
+            m[p:p + n] = topic_b + data
             r = self._event(p, tl, p + tl, n - tl)
         except RuntimeError as e:  # pywasm3 raises RuntimeError on traps
             self.traps += 1

@@ -108,11 +108,13 @@ class HostABI:
             return EINVAL
         if dl > self.data_max:
             return E2BIG
-        t = self._topic(bytes(m[tp:tp + tl]))
-        if type(t) is int:
-            if t == EPERM:
-                self.denied += 1
-            return t
+        t = self._topics.get(bytes(m[tp:tp + tl]))
+        if type(t) is not str:
+            t = self._topic(bytes(m[tp:tp + tl]))
+            if type(t) is int:
+                if t == EPERM:
+                    self.denied += 1
+                return t
         return self.on_emit(self, t, bytes(m[dp:dp + dl]))
 
     def log(self, level, p, n):

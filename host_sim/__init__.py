@@ -1,0 +1,1 @@
+"""Simulated nodes and fleets, and the demo."""
