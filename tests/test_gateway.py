@@ -75,6 +75,10 @@ def test_refused_installs_exit_nonzero_with_reason(gw, signer, tmp_path):
     assert r.returncode == 1 and "must not contain" in r.stderr
     r = gw.cli("emit", "x", "--json", "{nope", check=False)
     assert r.returncode == 2
+    r = gw.cli("emit", "sensor/big", "--json", "\"%s\"" % ("x" * 70000), check=False)
+    assert r.returncode == 1 and "over the 65536 limit" in r.stderr
+    r = gw.cli("emit", "$aegis/module/x/active", "--json", "1", check=False)
+    assert r.returncode == 1 and "reserved" in r.stderr
 
 
 def test_follow_streams_live_events(gw, signer, tmp_path):

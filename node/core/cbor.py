@@ -191,8 +191,8 @@ def pure_loads(b):
 
 
 try:
-    import os as _os
     import cbor2 as _cbor2
+    import os as _os  # CPython only: urandom for the nonce below
 
     _PLAIN = (int, str, bytes, bool, float, type(None))
     _KEYS = (str, int, bytes)
