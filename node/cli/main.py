@@ -207,6 +207,33 @@ def cmd_reload(args):
     print("config reloaded; ports bound: %s" % (", ".join(r["ports"]) or "none"))
 
 
+def cmd_ca_init(args):
+    from node import ca
+    try:
+        crt, key = ca.init(args.out, args.fleet, args.force)
+    except ca.CAError as e:
+        die(str(e), 2)
+    print("fleet CA for %r: %s and %s (keep the key offline)" % (args.fleet, crt, key))
+
+
+def cmd_ca_issue(args):
+    from node import ca
+    try:
+        crt, key, cacrt = ca.issue(args.name, args.ca, args.out, args.dns or (), args.ip or ())
+    except ca.CAError as e:
+        die(str(e), 2)
+    print("issued %s: %s, %s, %s" % (args.name, crt, key, cacrt))
+
+
+def cmd_flash(args):
+    from node import flash
+    try:
+        flash.flash(args.board, args.port, args.config, start=not args.no_start,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    except flash.FlashError as e:
+        die(str(e), 1)
+
+
 def parser():
     p = argparse.ArgumentParser(prog="aegis", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -265,6 +292,27 @@ def parser():
     s.add_argument("--json", action="store_true")
 
     cmd("reload", cmd_reload, "re-read the gateway config (ports, policy, keys)", sock=True)
+
+    s = cmd("ca", None, "the fleet certificate authority (mutual TLS)")
+    casub = s.add_subparsers(dest="ca_cmd", required=True, metavar="ca COMMAND")
+    c = casub.add_parser("init", help="create the fleet CA: DIR/ca.crt, DIR/ca.key")
+    c.set_defaults(fn=cmd_ca_init)
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.add_argument("--fleet", default="aegis", help="fleet name written into the CA")
+    c.add_argument("--force", action="store_true", help="replace an existing CA")
+    c = casub.add_parser("issue", help="issue PREFIX.crt/.key/.ca.crt for a node or operator")
+    c.set_defaults(fn=cmd_ca_issue)
+    c.add_argument("name", help="node id or operator name (the certificate's CN)")
+    c.add_argument("--ca", required=True, metavar="DIR")
+    c.add_argument("--out", required=True, metavar="PREFIX")
+    c.add_argument("--dns", nargs="+", metavar="NAME", help="extra DNS names for a server")
+    c.add_argument("--ip", nargs="+", metavar="ADDR", help="IP addresses for a server")
+
+    s = cmd("flash", cmd_flash, "put the node runtime on a MicroPython board")
+    s.add_argument("--board", required=True, help="pico_w, esp32, esp32c3 or unix")
+    s.add_argument("--port", required=True, metavar="DEVICE", help="serial device or pty")
+    s.add_argument("--config", required=True, metavar="node.toml")
+    s.add_argument("--no-start", action="store_true", help="copy only; do not reset/start")
     return p
 
 
