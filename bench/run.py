@@ -25,6 +25,7 @@ import benchlib  # noqa: E402
 # name -> module in bench/ exposing run(ctx); run in this order.
 SECTIONS = {
     "runtime": "sec_runtime",   # issue 2: ceiling, dispatch, hot-swap
+    "mqtt": "sec_mqtt",         # issue 3: push, forwarding, loss over Mosquitto
 }
 
 

@@ -7,10 +7,17 @@
     python3 modules/build.py --check   build into a temp dir and compare
                                        byte-for-byte with the committed .wasm
 
-Sources: every `*.c` and `*.wat` in `modules/<name>/` (not `modules/sdk/`)
-and in `tests/modules/`; each builds to `<stem>.wasm` in the same directory.
+Sources: every `*.c`, `*.wat` and `*.zig` in `modules/<name>/` (not
+`modules/sdk/`) and in `tests/modules/`; each builds to `<stem>.wasm` in the
+same directory.
 C:   clang --target=wasm32 -nostdlib -O2 -Wl,--no-entry -I modules/sdk
 WAT: wat2wasm
+Zig: zig build-exe -target wasm32-freestanding -mcpu=mvp -O ReleaseSmall
+         -fno-entry -fstrip -rdynamic --stack 16384 --initial-memory=131072
+     zig is the `ziglang` PyPI package, run as `.venv/bin/python -m ziglang`
+     when the repository venv has it, else `python3 -m ziglang` (or $ZIG).
+     Without zig, the .zig modules are skipped with a warning (their .wasm
+     and the recorded zig version are left alone).
 
 The build is deterministic: fixed flags, paths relative to the repository
 root, no debug info, sources in sorted order.  Byte-identical output needs
@@ -42,6 +49,10 @@ CLANG = os.environ.get("CLANG", "clang")
 WAT2WASM = os.environ.get("WAT2WASM", "wat2wasm")
 CFLAGS = ["--target=wasm32", "-nostdlib", "-O2", "-Wl,--no-entry",
           "-I", SDK]
+ZIGFLAGS = ["-target", "wasm32-freestanding", "-mcpu=mvp", "-O", "ReleaseSmall",
+            "-fno-entry", "-fstrip", "-rdynamic", "--stack", "16384",
+            "--initial-memory=131072"]
+ZIG_EXTS = (".zig",)
 # Committed .wasm files that have no source on purpose.
 NO_SOURCE = {os.path.join(FIXTURES, "invalid.wasm")}
 
@@ -62,8 +73,53 @@ def run(cmd):
     return p
 
 
-def toolchain():
-    """The toolchain description recorded in TOOLCHAIN.txt."""
+_zig = []
+
+
+def zig():
+    """The command that runs zig (a list), or None when none is available.
+
+    build.py runs with plain python3 outside the venv, so the ziglang PyPI
+    package is looked for in the repository venv first, then in python3.
+    $ZIG overrides both (e.g. ZIG=zig for a system install)."""
+    if _zig:
+        return _zig[0]
+    cands = []
+    if os.environ.get("ZIG"):
+        cands.append([os.environ["ZIG"]])
+    venv_py = os.path.join(ROOT, ".venv", "bin", "python")
+    if os.path.exists(venv_py):
+        cands.append([venv_py, "-m", "ziglang"])
+    cands.append(["python3", "-m", "ziglang"])
+    found = None
+    for cmd in cands:
+        try:
+            p = subprocess.run(cmd + ["version"], cwd=ROOT, capture_output=True,
+                               text=True)
+        except OSError:
+            continue
+        if p.returncode == 0 and p.stdout.strip():
+            found = (cmd, p.stdout.strip().splitlines()[0])
+            break
+    _zig.append(found)
+    return found
+
+
+def warn_no_zig():
+    print("build.py: warning: zig not found (tried $ZIG, .venv/bin/python -m "
+          "ziglang, python3 -m ziglang); skipping the Zig module(s). Install "
+          "it with `.venv/bin/pip install ziglang`.", file=sys.stderr)
+
+
+def is_zig(src):
+    return src.endswith(ZIG_EXTS)
+
+
+def toolchain(srcs=()):
+    """The toolchain description recorded in TOOLCHAIN.txt.
+
+    The zig line is added when any source is Zig and zig is available;
+    callers handle a missing zig (see main)."""
     lines = []
     for tool, args in ((CLANG, ["--version"]), (WAT2WASM, ["--version"])):
         p = run([tool] + args)
@@ -71,6 +127,8 @@ def toolchain():
         if p.returncode != 0 or not out:
             fail("cannot run %s --version" % tool, 2)
         lines.append("%s: %s" % (os.path.basename(tool), out[0].strip()))
+    if any(is_zig(s) for s, _ in srcs) and zig():
+        lines.append("zig: %s" % zig()[1])
     return "".join(line + "\n" for line in lines)
 
 
@@ -88,7 +146,7 @@ def sources():
     for d in dirs:
         for f in sorted(os.listdir(os.path.join(ROOT, d))):
             stem, ext = os.path.splitext(f)
-            if ext in (".c", ".wat"):
+            if ext in (".c", ".wat") + ZIG_EXTS:
                 out.append((os.path.join(d, f), os.path.join(d, stem + ".wasm")))
     wasms = [w for _, w in out]
     dups = sorted({w for w in wasms if wasms.count(w) > 1})
@@ -101,6 +159,20 @@ def build_one(src, dst):
     """Compile src (relative to ROOT) into dst (absolute or relative)."""
     if src.endswith(".c"):
         cmd = [CLANG] + CFLAGS + ["-o", dst, src]
+    elif is_zig(src):
+        # The local cache goes to a temp dir (zig would otherwise create
+        # .zig-cache/ in the repository); the global cache is zig's default.
+        cache = tempfile.mkdtemp(prefix="aegis-zig-cache-")
+        cmd = zig()[0] + ["build-exe", src] + ZIGFLAGS + [
+            "-femit-bin=" + os.path.abspath(dst), "--cache-dir", cache]
+        try:
+            p = run(cmd)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        if p.returncode != 0:
+            sys.stderr.write(p.stdout + p.stderr)
+            fail("building %s failed: %s" % (src, " ".join(cmd)))
+        return
     else:
         cmd = [WAT2WASM, src, "-o", dst]
     p = run(cmd)
@@ -155,8 +227,17 @@ def main(argv=None):
     srcs = sources()
     if not srcs:
         fail("no module sources found")
-    tc = toolchain()
-    problems = check_manifests({w for _, w in srcs})
+    tc = toolchain(srcs)
+    tc_path = os.path.join(ROOT, TOOLCHAIN)
+    recorded = read(tc_path).decode() if os.path.exists(tc_path) else None
+    all_srcs = srcs
+    if any(is_zig(s) for s, _ in srcs) and not zig():
+        warn_no_zig()
+        srcs = [(s, w) for s, w in srcs if not is_zig(s)]
+        # keep the zig version that built the committed Zig .wasm files
+        tc += "".join(line for line in (recorded or "").splitlines(True)
+                      if line.startswith("zig:"))
+    problems = check_manifests({w for _, w in all_srcs})
     if problems:
         fail("module manifests:\n  " + "\n  ".join(problems))
 
@@ -179,17 +260,14 @@ def main(argv=None):
                     print("same    %s" % wasm)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        tc_path = os.path.join(ROOT, TOOLCHAIN)
-        if not os.path.exists(tc_path) or read(tc_path).decode() != tc:
+        if recorded != tc:
             with open(tc_path, "w") as f:
                 f.write(tc)
             print("wrote   %s" % TOOLCHAIN)
         print("%d module(s), %d changed" % (len(srcs), changed))
         return 0
 
-    # --check
-    tc_path = os.path.join(ROOT, TOOLCHAIN)
-    recorded = read(tc_path).decode() if os.path.exists(tc_path) else None
+    # --check (without zig, the recorded zig line was copied into tc above)
     compare = recorded == tc
     if not compare:
         print("build.py: warning: toolchain differs from %s; building only, "
@@ -218,7 +296,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     # .wasm files without a source (stale leftovers) are reported, not fatal.
-    built = {w for _, w in srcs}
+    built = {w for _, w in all_srcs}
     for d in sorted({os.path.dirname(w) for w in built}):
         for f in sorted(os.listdir(os.path.join(ROOT, d))):
             p = os.path.join(d, f)
@@ -234,8 +312,10 @@ def main(argv=None):
               + "\nRun `python3 modules/build.py` and commit the result.",
               file=sys.stderr)
         return 1
-    print("%d module(s) built%s" % (
-        len(srcs), ", all match the committed .wasm" if compare
+    print("%d module(s) built%s%s" % (
+        len(srcs),
+        " (%d Zig module(s) skipped: no zig)" % (len(all_srcs) - len(srcs))
+        if len(all_srcs) != len(srcs) else "", ", all match the committed .wasm" if compare
         else " (byte comparison skipped)"))
     return 0
 

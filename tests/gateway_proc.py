@@ -19,6 +19,30 @@ def wait_for(cond, timeout=10.0, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
+def read_lines(proc, n, timeout=10.0):
+    """Read n lines from a binary stdout pipe, failing after timeout seconds
+    rather than blocking forever on a process that went quiet."""
+    import select
+    deadline = time.monotonic() + timeout
+    buf, lines = b"", []
+    fd = proc.stdout.fileno()
+    while len(lines) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("timed out after %.1fs: got %d of %d lines: %r"
+                                 % (timeout, len(lines), n, lines))
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError("process closed stdout after %d lines" % len(lines))
+            buf += chunk
+            while b"\n" in buf and len(lines) < n:
+                line, buf = buf.split(b"\n", 1)
+                lines.append(line.decode())
+    return lines
+
+
 def cli(*args, sock=None, check=True, timeout=30, input=None):
     cmd = [sys.executable, "-m", "node.cli.main"] + list(args)
     if sock and args and args[0] not in ("keygen", "pack", "gateway"):

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from conftest import ROOT, FIXTURES
-from gateway_proc import Gateway, cli, wait_for
+from gateway_proc import Gateway, cli, read_lines, wait_for
 
 
 @pytest.fixture
@@ -83,17 +83,18 @@ def test_refused_installs_exit_nonzero_with_reason(gw, signer, tmp_path):
 
 def test_follow_streams_live_events(gw, signer, tmp_path):
     gw.cli("install", write(tmp_path, "c.pkg", signer.example("counter")))
+    # --last replays the ring before streaming live, atomically in the daemon,
+    # so events emitted while the follower is still connecting are not missed.
     f = subprocess.Popen([sys.executable, "-m", "node.cli.main", "events", "--follow", "--json",
-                          "--topic", "count/#", "--socket", gw.sock], cwd=ROOT,
-                         stdout=subprocess.PIPE, text=True)
+                          "--last", "1000", "--topic", "count/#", "--socket", gw.sock],
+                         cwd=ROOT, stdout=subprocess.PIPE)
     try:
-        wait_for(lambda: len(gw.log_lines()) > 0, what="log")
-        got = []
         for i in range(3):
             gw.cli("emit", "sensor/a", "--json", str(i))
-        for _ in range(3):
-            got.append(json.loads(f.stdout.readline()))
+        got = [json.loads(x) for x in read_lines(f, 3)]
         assert [g["data"] for g in got] == [1, 2, 3]
+        gw.cli("emit", "sensor/a", "--json", "9")
+        assert json.loads(read_lines(f, 1)[0])["data"] == 4
     finally:
         f.terminate()
         f.wait(timeout=10)

@@ -179,7 +179,69 @@ def _module_rows(mods):
     return ["  ".join(r[i].ljust(w[i]) for i in range(5)) + "  " + r[5] for r in rows]
 
 
+def _tls(args):
+    return {k: getattr(args, k) for k in ("ca", "cert", "key", "username", "password")
+            if getattr(args, k, None) is not None}
+
+
+def cmd_push(args):
+    from node.mqtt.link import UrlError
+    from node.mqtt.push import PushError, push
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        die("cannot read %s: %s" % (args.file, e), 2)
+    try:
+        hdr, res = push(args.broker, args.fleet, data, args.to, chunk=args.chunk,
+                        window=args.window, timeout_s=args.timeout, tls=_tls(args))
+    except (PushError, UrlError, ValueError) as e:
+        die(str(e), 1 if isinstance(e, PushError) else 2)
+    except ConnectionError as e:
+        die(str(e), 2)
+    bad = 0
+    for node in sorted(res):
+        ok, detail, sent, n = res[node]
+        if ok:
+            print("%s: %s@%s %s (sent %d chunk messages for %d chunks)"
+                  % (node, hdr.name, hdr.version, detail, sent, n))
+        else:
+            bad += 1
+            print("aegis: %s refused %s@%s: %s" % (node, hdr.name, hdr.version, detail),
+                  file=sys.stderr)
+    if bad:
+        sys.exit(1)
+
+
+def cmd_fleet_status(args):
+    from node.mqtt.link import UrlError
+    from node.mqtt.operator import fleet_status
+    try:
+        nodes, bad = fleet_status(args.broker, args.fleet, **_tls(args))
+    except (UrlError, ValueError, ConnectionError) as e:
+        die(str(e), 2)
+    if args.json:
+        print(json.dumps(jsonable({"fleet": args.fleet, "nodes": [nodes[n] for n in sorted(nodes)],
+                                   "unreadable": bad})))
+        return
+    rows = [("NODE", "ONLINE", "GROUPS", "MODULES", "OUTBOX", "DROPPED")]
+    for n in sorted(nodes):
+        st = nodes[n]
+        c = st["counts"]
+        rows.append((n, "yes" if st["online"] else "no", ",".join(st["groups"]) or "-",
+                     " ".join("%s@%s" % (m["name"], m["version"]) for m in st["modules"]) or "-",
+                     str(c.get("outbox_len", "-")), str(c.get("outbox_dropped", "-"))))
+    w = [max(len(r[i]) for r in rows) for i in range(6)]
+    print("fleet %s: %d node(s)" % (args.fleet, len(nodes)))
+    for r in rows:
+        print("  ".join(r[i].ljust(w[i]) for i in range(6)).rstrip())
+    for b in bad:
+        print("aegis: unreadable status %s" % b, file=sys.stderr)
+
+
 def cmd_status(args):
+    if args.broker:
+        return cmd_fleet_status(args)
     r = request(args, "status")
     r.pop("ok", None)
     if args.json:
@@ -285,8 +347,28 @@ def parser():
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--last", type=int, default=1000, help="how many recent events (default 1000)")
 
-    s = cmd("status", cmd_status, "node status and its modules", sock=True)
+    def broker_args(s, required):
+        s.add_argument("--broker", required=required, metavar="URL",
+                       help="MQTT broker, mqtt://host:port or mqtts://host:port")
+        s.add_argument("--fleet", default=os.environ.get("AEGIS_FLEET", "default"),
+                       help="fleet name (default $AEGIS_FLEET or 'default')")
+        for k in ("ca", "cert", "key", "username", "password"):
+            s.add_argument("--" + k, help="mqtts / broker login: %s" % k)
+
+    s = cmd("status", cmd_status, "node status and its modules (or the fleet's, with --broker)",
+            sock=True)
     s.add_argument("--json", action="store_true")
+    broker_args(s, False)
+
+    s = cmd("push", cmd_push, "push a package to nodes over MQTT; exits 0 once every "
+            "target runs it")
+    s.add_argument("file")
+    s.add_argument("--to", required=True, metavar="NODE_ID|group:NAME")
+    broker_args(s, True)
+    s.add_argument("--chunk", type=int, default=4096,
+                   help="chunk bytes (default 4096; a node's advertised max wins if smaller)")
+    s.add_argument("--window", type=int, default=16, help="chunks in flight per node")
+    s.add_argument("--timeout", type=float, default=300.0, help="give up after SECONDS")
 
     s = cmd("modules", cmd_modules, "list modules", sock=True)
     s.add_argument("--json", action="store_true")

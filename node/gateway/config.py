@@ -20,6 +20,17 @@
     adapter = "http"
     allow = ["127.0.0.1:8080"]       # host:port the module may reach
     timeout_s = 2
+
+    [mqtt]                           # optional: without it the node runs standalone
+    url = "mqtt://broker:1883"       # or mqtts://broker:8883 with ca/cert/key
+    ca = "ca.crt"                    # mqtts: CA bundle; cert/key: client cert
+    username = "gw-1"                # optional, with password
+    groups = ["lab"]                 # deploy groups this node belongs to
+    forward = ["#"]                  # event filters sent to the mesh (default all)
+    accept = ["#"]                   # event filters taken from the mesh (default all)
+    outbox_max = 10000               # events kept while the broker is away
+    outbox_bytes = 4194304
+    max_chunk = 16384                # largest push chunk this node accepts
 """
 import os
 import tomllib
@@ -98,6 +109,74 @@ class Config:
             except ValueError as e:
                 raise ConfigError("%s: %s" % (where, e))
             self.ports[name] = spec
+        self.mqtt = MqttConfig(d["mqtt"], rel) if "mqtt" in d else None
+
+
+def _filters(m, key):
+    from node.core.bus import check_filter, TopicError
+    if key not in m:
+        return None
+    v = m[key]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError("config [mqtt]: %s must be a list of topic filters" % key)
+    for f in v:
+        try:
+            check_filter(f)
+        except TopicError as e:
+            raise ConfigError("config [mqtt]: %s: %s" % (key, e))
+    return v
+
+
+class MqttConfig:
+    def __init__(self, m, rel):
+        from node.mqtt.link import UrlError, parse_url
+        if not isinstance(m, dict):
+            raise ConfigError("config: [mqtt] must be a table")
+        known = {"url", "ca", "cert", "key", "username", "password", "groups", "forward",
+                 "accept", "outbox_max", "outbox_bytes", "max_chunk", "max_package",
+                 "keepalive", "inflight"}
+        extra = sorted(set(m) - known)
+        if extra:
+            raise ConfigError("config [mqtt]: unknown key(s) %s (known: %s)"
+                              % (", ".join(extra), ", ".join(sorted(known))))
+        self.url = _need(m, "url", str, "config [mqtt]")
+        try:
+            tls = parse_url(self.url)[0]
+        except UrlError as e:
+            raise ConfigError("config [mqtt]: %s" % e)
+        for k in ("ca", "cert", "key"):
+            v = m.get(k)
+            if v is not None and not isinstance(v, str):
+                raise ConfigError("config [mqtt]: %s must be a file path" % k)
+            setattr(self, k, rel(v) if v else None)
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("config [mqtt]: cert and key go together")
+        if not tls and (self.ca or self.cert):
+            raise ConfigError("config [mqtt]: ca/cert/key need an mqtts:// url")
+        self.username, self.password = m.get("username"), m.get("password")
+        for k in ("username", "password"):
+            if getattr(self, k) is not None and not isinstance(getattr(self, k), str):
+                raise ConfigError("config [mqtt]: %s must be a string" % k)
+        self.groups = m.get("groups", [])
+        if not isinstance(self.groups, list) or not all(isinstance(g, str) for g in self.groups):
+            raise ConfigError("config [mqtt]: groups must be a list of names")
+        for g in self.groups:
+            check_id(g, "group")
+        self.forward = _filters(m, "forward")
+        self.accept = _filters(m, "accept")
+
+        def num(k, dflt, lo, hi):
+            v = m.get(k, dflt)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError("config [mqtt]: %s must be an integer in %d..%d"
+                                  % (k, lo, hi))
+            return v
+        self.outbox_max = num("outbox_max", 10000, 1, 10 ** 7)
+        self.outbox_bytes = num("outbox_bytes", 4 << 20, 1024, 1 << 30)
+        self.max_chunk = num("max_chunk", 16384, 256, 65536)
+        self.max_package = num("max_package", 16 << 20, 1024, 1 << 30)
+        self.keepalive = num("keepalive", 15, 5, 3600)
+        self.inflight = num("inflight", 100, 1, 1000)
 
 
 def load(path):

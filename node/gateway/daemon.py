@@ -70,6 +70,8 @@ class Gateway:
         self._pump_scheduled = False
         self._stop = None
         self.server = None
+        self.mesh = None    # node.mqtt.mesh.Mesh when the config has [mqtt]
+        self.loop = None
 
     # ---- pumping ---------------------------------------------------------
     def kick(self):
@@ -80,6 +82,8 @@ class Gateway:
     def _pump(self):
         self._pump_scheduled = False
         self.host.pump(PUMP_BATCH)
+        if self.mesh:
+            self.mesh.fwd.after_pump()  # one outbox flush per batch, then send
         if self.host.queue:
             self.kick()  # let other tasks run between batches
 
@@ -125,7 +129,8 @@ class Gateway:
             return {"ok": True, "node_id": self.cfg.node_id, "fleet": self.cfg.fleet,
                     "uptime_s": round(time.time() - self.started, 1),
                     "modules": h.module_list(), "counts": dict(h.counts),
-                    "ports": sorted(h.ports)}
+                    "ports": sorted(h.ports),
+                    "mqtt": self.mesh.stats() if self.mesh else None}
         if op == "modules":
             return {"ok": True, "modules": h.module_list()}
         if op == "install":
@@ -134,11 +139,15 @@ class Gateway:
                 raise ValueError("install needs the package bytes")
             r = h.install(data, rollback=bool(req.get("rollback")))
             self.kick()
+            if self.mesh:
+                self.mesh.status_changed()
             r["ok"] = True
             return r
         if op == "remove":
             h.remove(str(req.get("name")))
             self.kick()
+            if self.mesh:
+                self.mesh.status_changed()
             return {"ok": True}
         if op == "emit":
             topic, data = req.get("topic"), req.get("data", b"")
@@ -213,7 +222,7 @@ class Gateway:
 
     # ---- run ------------------------------------------------------------
     async def run(self):
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -227,6 +236,10 @@ class Gateway:
                                                       limit=1 << 20)
         os.chmod(path, 0o660)
         flusher = asyncio.ensure_future(self._flusher())
+        if self.cfg.mqtt is not None:
+            from node.mqtt.mesh import Mesh
+            self.mesh = Mesh(self, self.cfg.mqtt)
+            self.mesh.start()
         self.kick()
         self.log("info", "gateway started", fleet=self.cfg.fleet, socket=path,
                  store=self.cfg.store_dir, modules=[m["name"] + "@" + m["version"]
@@ -237,6 +250,8 @@ class Gateway:
         flusher.cancel()
         self.host.pump(len(self.host.queue))  # what was accepted, once
         self.host.flush()
+        if self.mesh:
+            await self.mesh.stop()
         try:
             os.unlink(path)
         except FileNotFoundError:

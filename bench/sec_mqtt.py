@@ -1,0 +1,197 @@
+"""Section `mqtt` (issue 3): module push and event forwarding over a real
+Mosquitto, each against raw paho doing the same MQTT work in the same run.
+
+(a) push_64k: `aegis push` machinery (node.mqtt.push) of a 64 KiB package
+    to one gateway until it reports the module active, vs raw paho
+    publishing the same bytes in the same 4 KiB chunks at QoS 1 with the
+    same window, waiting for every PUBACK.  Target ratio <= 1.3.
+(b) forward: events/s from a wasm handler (echo module) through the
+    outbox to an external QoS 1 subscriber, vs raw paho QoS 1 publish ->
+    subscribe of the same envelope payloads.  Target ratio >= 1.0.
+(c) lost: events missing at a persistent subscriber after a broker restart
+    in the middle of a stream.  Target 0.
+"""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from benchlib import ROOT, echo_wasm, median, pad_wasm, result, settle, target
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+SECTION = "mqtt"
+FLEET = "bench"
+
+
+class Sub:
+    def __init__(self, port, flt, cid=None):
+        self.n, self.seen, self.ev = 0, set(), threading.Event()
+        self.want = None
+        c = self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid or "",
+                                 clean_session=cid is None)
+        c.on_connect = lambda c, u, f, rc, p: c.subscribe(flt, 1)
+        ok = threading.Event()
+        c.on_subscribe = lambda *a: ok.set()
+        c.on_message = self._msg
+        c.reconnect_delay_set(0.2, 1)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        ok.wait(10)
+
+    def _msg(self, c, u, m):
+        self.n += 1
+        self.seen.add(m.payload)
+        if self.want is not None and self.n >= self.want:
+            self.ev.set()
+
+    def expect(self, n):
+        self.n, self.want = 0, n
+        self.ev.clear()
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def raw_push(port, data, chunk=4096, window=16):
+    """Connect, publish every chunk at QoS 1 with `window` in flight, wait
+    for the last PUBACK."""
+    done, lock = threading.Event(), threading.Lock()
+    left = [(len(data) + chunk - 1) // chunk]
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.max_inflight_messages_set(window)
+
+    def on_pub(*a):
+        with lock:
+            left[0] -= 1
+            if not left[0]:
+                done.set()
+    c.on_publish = on_pub
+    t0 = time.perf_counter()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    for off in range(0, len(data), chunk):
+        c.publish("bench/raw/deploy", data[off:off + chunk], qos=1)
+    done.wait(30)
+    dt = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    return dt
+
+
+def emit_pipelined(cl, topic, n, batch=200):
+    """Control-socket emits, `batch` requests in flight (the socket is a
+    stream; answers come back in order)."""
+    for s in range(0, n, batch):
+        k = min(batch, n - s)
+        for i in range(s, s + k):
+            cl.send({"op": "emit", "topic": topic, "data": b"%08d" % i})
+        for _ in range(k):
+            if not cl.recv().get("ok"):
+                raise RuntimeError("emit refused")
+
+
+def start_gateway(d, url, pub):
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "gw.toml")
+    with open(cfg, "w") as f:
+        f.write('node_id = "b1"\nfleet = "%s"\nstore_dir = "store"\ncontrol_socket = "s.sock"\n'
+                'trusted_keys = ["%s"]\n[mqtt]\nurl = "%s"\ninflight = 200\n'
+                'outbox_max = 200000\noutbox_bytes = 67108864\n' % (FLEET, pub, url))
+    log = open(os.path.join(d, "gw.log"), "a")
+    p = subprocess.Popen([sys.executable, "-m", "node.cli.main", "gateway", "--config", cfg],
+                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while '"mqtt connected"' not in open(os.path.join(d, "gw.log")).read():
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("bench gateway did not start")
+        time.sleep(0.05)
+    return p, os.path.join(d, "s.sock")
+
+
+def run(ctx):
+    from broker import Broker
+    from node.control import Client
+    from node.core import envelope as E
+    from node.mqtt.push import push
+    ctx.keys()
+    pub = os.path.join(ctx.tmpdir, "bench-key.pub")
+    b = Broker(ctx.mkdtemp("mqtt-broker")).start()
+    gw, sock = start_gateway(ctx.mkdtemp("mqtt-gw"), b.url, pub)
+    out = []
+    try:
+        wasm, _ = echo_wasm()
+        # (a) push 64 KiB, a new version each round so every push is real.
+        t_push, t_raw = [], []
+        for r in range(ctx.rounds):
+            v = "1.0.%d" % r
+            pkg = ctx.package("echo", v, pad_wasm(wasm, 65536 - 600, v.encode()),
+                              subscribe=["in/#"], emit=["echo/"])
+            settle()
+            t0 = time.perf_counter()
+            _, res = push(b.url, FLEET, pkg, "b1", chunk=4096, window=16, log=lambda m: None)
+            t_push.append(time.perf_counter() - t0)
+            assert res["b1"][0], res
+            t_raw.append(raw_push(b.port, pkg))
+        out.append(result(SECTION, "push_64k", median(t_push) * 1000, "ms",
+                          median(t_raw) * 1000, "raw paho QoS1 chunks",
+                          target("<=", 1.3, "ratio"), samples=[round(x * 1000, 2) for x in t_push],
+                          note="includes fleet-status discovery and install"))
+        # (b) forwarding throughput from the wasm handler.
+        n = 3000 if ctx.quick else 10000
+        sub = Sub(b.port, "aegis/%s/ev/b1/echo/#" % FLEET)
+        cl = Client(sock)
+        fw, raw = [], []
+        for r in range(ctx.rounds):
+            settle()
+            sub.expect(n)
+            t0 = time.perf_counter()
+            emit_pipelined(cl, "in/x", n)
+            sub.ev.wait(60)
+            fw.append(sub.n / (time.perf_counter() - t0))
+            payloads = [E.encode("b1", i, 1, "echo/in/x", b"%08d" % i, "echo@1.0.0")
+                        for i in range(n)]
+            rs = Sub(b.port, "bench/raw/ev/#")
+            rs.expect(n)
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            c.max_inflight_messages_set(200)
+            c.connect("127.0.0.1", b.port)
+            c.loop_start()
+            t0 = time.perf_counter()
+            for p in payloads:
+                c.publish("bench/raw/ev/b1/echo/in/x", p, qos=1)
+            rs.ev.wait(60)
+            raw.append(rs.n / (time.perf_counter() - t0))
+            c.disconnect()
+            c.loop_stop()
+            rs.close()
+        sub.close()
+        out.append(result(SECTION, "forward", median(fw), "events/s", median(raw),
+                          "raw paho QoS1 pub->sub", target(">=", 1.0, "ratio"),
+                          samples=[round(x) for x in fw],
+                          note="emits via control socket (1 round trip each) -> echo.wasm"))
+        # (c) loss across a broker restart (persistent QoS 1 subscriber).
+        m = 1000 if ctx.quick else 3000
+        ps = Sub(b.port, "aegis/%s/ev/b1/echo/#" % FLEET, cid="bench-persist")
+        ps.seen.clear()
+        for i in range(m):
+            cl.request("emit", topic="in/loss", data=b"L%07d" % i)
+            if i == m // 2:
+                b.stop()
+                b.start()
+        deadline = time.monotonic() + 60
+        while len(ps.seen) < m and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lost = m - len(ps.seen)
+        ps.close()
+        cl.close()
+        out.append(result(SECTION, "lost_across_restart", lost, "events", None, None,
+                          target("<=", 0), note="%d events, broker restarted mid-stream" % m))
+    finally:
+        gw.terminate()
+        gw.wait(15)
+        b.kill()
+    return out

@@ -1,0 +1,256 @@
+# asyncio driver for node/core/mqtt.py, for MicroPython (1.29 asyncio) and
+# CPython alike: owns the TCP socket, the clock and reconnection; the
+# protocol is all in the core.  Three tasks per connection, because
+# MicroPython's asyncio lets only one task wait on a socket per direction:
+# a reader (the only reader), a writer (the only writer, woken by `_kick`)
+# and a ticker (keepalive).  Whoever finds the link dead calls _end(); run()
+# then cancels the three, backs off and reconnects.
+#
+#   link = MQTTLink("broker", 1883, "node-1", subscriptions=[("a/#", 1)])
+#   asyncio.create_task(link.run())
+#   pid = await link.publish_wait("aegis/acme/ev/node-1/t", payload)
+#   async for ev in link: ...    # core events, plus LinkDown(reason)
+#       link.ack(msg) after the message is durably handled (QoS 1)
+import asyncio
+
+from node.core import mqtt
+
+try:
+    from time import ticks_ms, ticks_diff
+except ImportError:             # CPython
+    from time import monotonic
+
+    def ticks_ms():
+        return int(monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+try:
+    from random import getrandbits
+except ImportError:             # ports built without random
+    from os import urandom
+
+    def getrandbits(n):
+        return int.from_bytes(urandom(4), "big") & ((1 << n) - 1)
+
+
+class LinkDown:
+    """The connection ended (reason text); the link reconnects by itself."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+
+class MQTTLink:
+    def __init__(self, host, port, client_id, subscriptions=(), tick_ms=1000,
+                 backoff_ms=(250, 30000), connect_timeout_ms=10000,
+                 max_events=16, read_size=512, **client_kw):
+        self.client = mqtt.Client(client_id, **client_kw)
+        self.host = host
+        self.port = port
+        self.subscriptions = list(subscriptions)
+        self.tick_ms = tick_ms
+        self.backoff_ms = backoff_ms
+        self.connect_timeout_ms = connect_timeout_ms
+        self.max_events = max_events        # unread events before reading pauses
+        self._buf = bytearray(read_size)    # one reused receive buffer
+        self._events = []
+        self._ev = asyncio.Event()          # events to hand out
+        self._room = asyncio.Event()        # an event was taken / a PUBACK came
+        self._kick = asyncio.Event()        # the core has bytes to send
+        self._done = asyncio.Event()        # this connection is over
+        self._why = None
+        self._stop = False
+        self._halt = asyncio.Event()        # stop() asked; cuts a backoff short
+        self._ended = asyncio.Event()       # run() has returned
+        self.connected = False
+        self.sessions = 0                   # CONNACKs seen; tests and stats
+        self._last = ticks_ms()
+        self._t = 0
+
+    def now(self):
+        # Monotonic ms for the core, from ticks that wrap on boards (the
+        # ticker calls this every second, far inside the wrap period).
+        n = ticks_ms()
+        self._t += ticks_diff(n, self._last)
+        self._last = n
+        return self._t
+
+    # --- app side ---------------------------------------------------------
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Packet id (0 for QoS 0), or None when the window is full or QoS 0
+        meets a down link.  QoS 1 is queued while the link is down."""
+        pid = self.client.publish(topic, payload, qos, retain, self.now())
+        self._kick.set()
+        return pid
+
+    async def publish_wait(self, topic, payload, qos=1, retain=False):
+        while True:
+            pid = self.publish(topic, payload, qos, retain)
+            if pid is not None:
+                return pid
+            self._room.clear()
+            await self._room.wait()
+
+    def subscribe(self, filters):
+        """Remembered, and re-sent whenever the broker lost our session."""
+        self.subscriptions.extend(filters)
+        if self.connected:
+            self.client.subscribe(filters, self.now())
+            self._kick.set()
+
+    def ack(self, msg):
+        if self.client.ack(msg):
+            self._kick.set()
+
+    async def get(self):
+        while not self._events:
+            self._ev.clear()
+            await self._ev.wait()
+        self._room.set()
+        return self._events.pop(0)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self.get()
+
+    async def stop(self, timeout_ms=2000):
+        """Send DISCONNECT (so the broker drops the will), end run() and wait
+        for it; QoS 1 publishes still unacked stay in self.client."""
+        self._stop = True
+        self.client.disconnect()
+        self._kick.set()
+        self._halt.set()
+        try:
+            await asyncio.wait_for(self._ended.wait(), timeout_ms / 1000)
+        except asyncio.TimeoutError:
+            pass
+
+    # --- connection loop ----------------------------------------------------
+
+    async def run(self):
+        try:
+            await self._run()
+        finally:
+            self._ended.set()
+
+    async def _run(self):
+        fails = 0
+        while not self._stop:
+            before = self.sessions
+            why = await self._session()
+            self.connected = False
+            self._push(LinkDown(why))
+            if self._stop:
+                return
+            fails = 0 if self.sessions > before else fails + 1
+            # Exponential backoff, capped, with jitter in [d/2, d] so a fleet
+            # that lost its broker does not come back in lockstep.
+            d = min(self.backoff_ms[1], self.backoff_ms[0] << min(fails, 16))
+            d = d // 2 + getrandbits(16) % (d // 2 + 1)
+            try:
+                await asyncio.wait_for(self._halt.wait(), d / 1000)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _session(self):
+        c = self.client
+        c.reset()
+        self._done.clear()
+        self._why = None
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
+                                          self.connect_timeout_ms / 1000)
+        except Exception as e:
+            return "connect failed: %r" % (e,)
+        if self._stop:
+            w.close()
+            return "stopped"
+        c.connect(self.now())
+        tasks = [asyncio.create_task(self._reader(r)), asyncio.create_task(self._writer(w)),
+                 asyncio.create_task(self._ticker())]
+        await self._done.wait()
+        for t in tasks:
+            t.cancel()
+        try:
+            w.close()
+            await w.wait_closed()
+        except Exception:
+            pass
+        return self._why
+
+    def _end(self, why):
+        if self._why is None:
+            self._why = why
+        self._done.set()
+
+    def _push(self, ev):
+        self._events.append(ev)
+        self._ev.set()
+
+    def _pump(self):
+        c = self.client
+        while True:
+            ev = c.next_event()
+            if ev is None:
+                break
+            t = type(ev)
+            if t is mqtt.Connected:
+                self.connected = True
+                self.sessions += 1
+                if not ev.session_present and self.subscriptions:
+                    c.subscribe(self.subscriptions, self.now())
+            elif t is mqtt.Published:
+                self._room.set()
+            elif t is mqtt.PingTimeout:
+                self._end("no answer from broker")
+            elif t is mqtt.ProtocolError or t is mqtt.ConnectRefused:
+                self._end(ev.text)
+            self._push(ev)
+        self._kick.set()
+
+    async def _reader(self, r):
+        buf = self._buf
+        mv = memoryview(buf)
+        into = hasattr(r, "readinto")       # MicroPython: no garbage per read
+        try:
+            while True:
+                while len(self._events) >= self.max_events:
+                    self._room.clear()      # backpressure: the app is behind
+                    await self._room.wait()
+                if into:
+                    n = await r.readinto(buf)
+                    data = mv[:n] if n else b""
+                else:
+                    data = await r.read(len(buf))
+                if not data:
+                    return self._end("closed by broker")
+                self.client.receive_data(data, self.now())
+                self._pump()
+        except Exception as e:
+            self._end("read: %r" % (e,))
+
+    async def _writer(self, w):
+        try:
+            while True:
+                data = self.client.data_to_send()
+                if data:
+                    w.write(data)
+                    await w.drain()
+                elif self._stop:
+                    return self._end("stopped")
+                else:
+                    self._kick.clear()
+                    await self._kick.wait()
+        except Exception as e:
+            self._end("write: %r" % (e,))
+
+    async def _ticker(self):
+        while True:
+            await asyncio.sleep(self.tick_ms / 1000)
+            self.client.tick(self.now())
+            self._pump()

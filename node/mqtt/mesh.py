@@ -1,0 +1,128 @@
+"""The gateway's MQTT link: one paho connection carrying forwarded events,
+mesh events in, module pushes in, and the retained node status.
+
+Everything here runs on the gateway's asyncio thread: paho callbacks are
+posted with `loop.call_soon_threadsafe` (node.mqtt.link), so the module
+host is only touched from the event loop, as it requires.
+"""
+import asyncio
+import time
+
+from node.core import fleet as F
+from node.mqtt.deploy import Deployer
+from node.mqtt.forward import Forwarder
+from node.mqtt.link import Link
+
+STATUS_EVERY_S = 5.0
+
+
+class Mesh:
+    def __init__(self, gw, mcfg):
+        self.gw, self.cfg, self.log = gw, mcfg, gw.log
+        fleet, node = gw.cfg.fleet, gw.cfg.node_id
+        self.status_topic = F.status_topic(fleet, node)
+        self.deploy_topics = [F.deploy_topic(fleet, node)] + \
+            [F.group_topic(fleet, g) for g in mcfg.groups]
+        self.ev_prefix = "aegis/%s/ev/" % fleet
+        self._task = None
+        self._last_status = None
+        self._status_due = True
+
+    def start(self):
+        loop = self.gw.loop
+        m = self.cfg
+        self.link = Link(m.url, "aegis-%s-%s" % (self.gw.cfg.fleet, self.gw.cfg.node_id),
+                         loop.call_soon_threadsafe, self._on_message,
+                         on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+                         on_puback=self._on_puback,
+                         will=(self.status_topic, self._status(False)),
+                         ca=m.ca, cert=m.cert, key=m.key, username=m.username,
+                         password=m.password, keepalive=m.keepalive, inflight=m.inflight)
+        self.fwd = Forwarder(self.gw, self.link, m)
+        self.deploy = Deployer(self.gw, self.link, m)
+        self.gw.host.taps.append(self.fwd.tap)
+        self.link.start()
+        self._task = asyncio.ensure_future(self._ticker())
+        self.log("info", "mqtt link starting", url=m.url, groups=m.groups)
+
+    async def stop(self):
+        if self._task:
+            self._task.cancel()
+        self.fwd.after_pump()
+        # Give in-flight events a moment to be acked; the outbox keeps the rest.
+        deadline = time.monotonic() + 2.0
+        while self.fwd._inflight and self.link.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.fwd.flush()
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.link.stop, (self.status_topic, self._status(False)))
+
+    # ---- link callbacks (event loop thread) --------------------------
+    def _on_connect(self):
+        # clean_session: subscriptions are made again on every connect.
+        self.link.subscribe(self.fwd.subscriptions() + self.deploy_topics)
+        self.log("info", "mqtt connected", url=self.cfg.url, connects=self.link.connects)
+        self._status_due = True
+        self.publish_status()
+        self.fwd.on_connect()
+        self.deploy.flush_replies()
+
+    def _on_disconnect(self):
+        if self._task is None or self._task.cancelled():
+            return      # our own clean stop
+        self.log("warn", "mqtt disconnected; reconnecting", url=self.cfg.url,
+                 outbox=len(self.fwd.outbox))
+
+    def _on_puback(self, mid):
+        self.fwd.on_puback(mid)
+
+    def _on_message(self, topic, payload):
+        try:
+            if topic.startswith(self.ev_prefix):
+                self.fwd.on_envelope(topic, payload)
+            elif topic in self.deploy_topics:
+                self.deploy.on_message(topic, payload)
+        except Exception as e:  # one bad message must never stop the node
+            self.log("error", "mqtt message handling failed", topic=topic, error=repr(e))
+
+    # ---- status -------------------------------------------------------
+    def _status(self, online):
+        mods = [{"name": m["name"], "version": m["version"], "state": m["state"]}
+                for m in self.gw.host.module_list()] if online else []
+        counts = {}
+        if online:
+            counts.update(self.fwd.stats())
+            counts.update({"deploy_" + k: v for k, v in self.deploy.stats().items()})
+        return F.encode_status(self.gw.cfg.node_id, online, self.cfg.groups, mods,
+                               self.cfg.max_chunk, counts, int(time.time() * 1000))
+
+    def status_changed(self):
+        self._status_due = True
+        self.publish_status()
+
+    def publish_status(self):
+        if not self.link.connected or not self._status_due:
+            return
+        b = self._status(True)
+        self._status_due = False
+        self.link.publish(self.status_topic, b, qos=1, retain=True)
+
+    async def _ticker(self):
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S / 5)
+            try:
+                self.deploy.tick()
+                self.fwd.send_more()
+                self._n = getattr(self, "_n", 0) + 1
+                if self._n % 5 == 0:
+                    self._status_due = True
+                    self.publish_status()
+            except Exception as e:
+                self.log("error", "mqtt tick failed", error=repr(e))
+
+    def stats(self):
+        d = {"url": self.cfg.url, "connected": self.link.connected,
+             "groups": self.cfg.groups}
+        d.update(self.fwd.stats())
+        d.update({"deploy_" + k: v for k, v in self.deploy.stats().items()})
+        return d

@@ -1,0 +1,132 @@
+"""`aegis push`: stream a signed package to nodes over MQTT.
+
+One transfer.Sender per target node, each on the node's own
+aegis/<fleet>/node/<id>/deploy topic (replies on .../deploy/reply).  Targets
+come from the retained statuses: a node id, or every online member of a
+group.  Per-node senders (not one group-wide stream) because every node
+resumes from its own set of missing chunks and may ask for its own chunk
+size; the broker fans out nothing, so a group of N costs N streams.
+"""
+import sys
+import time
+
+from node.core import fleet as F
+from node.core import package as pk
+from node.core import transfer as T
+from node.mqtt.operator import Session, fleet_status
+
+
+class PushError(Exception):
+    pass
+
+
+class Target:
+    def __init__(self, node, fleet, sender):
+        self.node, self.sender = node, sender
+        self.out = F.deploy_topic(fleet, node)
+        self.reply = F.reply_topic(fleet, node)
+        self.result = None          # (ok, detail)
+        self.shown = -1
+        self.errors = []
+
+
+def targets_for(to, statuses, fleet):
+    """Node ids to push to (online ones; `to` is NODE or group:NAME)."""
+    if to.startswith("group:"):
+        g = to[6:]
+        F.group_topic(fleet, g)     # checks the name
+        ids = sorted(n for n, s in statuses.items() if s["online"] and g in s["groups"])
+        if not ids:
+            raise PushError("no online node of fleet %r lists group %r in its status"
+                            % (fleet, g))
+        return ids
+    F.deploy_topic(fleet, to)
+    s = statuses.get(to)
+    if s is None:
+        raise PushError("node %r has no status in fleet %r (never connected to this broker?)"
+                        % (to, fleet))
+    if not s["online"]:
+        raise PushError("node %r is offline (its last will says so)" % to)
+    return [to]
+
+
+def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None, tls=None):
+    """Push package bytes; returns {node: (ok, detail, chunks_sent, n)}."""
+    tls = tls or {}
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        hdr = pk.parse_header(data[:12 + pk.HEADER_MAX])
+    except pk.PackageError as e:
+        raise PushError("not a package: %s" % e)
+    statuses, _ = fleet_status(url, fleet, **tls)
+    targets = {}
+    for node in targets_for(to, statuses, fleet):
+        adv = statuses[node]["max_chunk"] or T.MAX_CHUNK
+        c = max(T.MIN_CHUNK, min(chunk, adv))
+        s = T.Sender(data, chunk=c, window=window, name=hdr.name, version=hdr.version,
+                     timeout=3000, max_retries=20)
+        targets[node] = Target(node, fleet, s)
+    by_reply = {t.reply: t for t in targets.values()}
+    log("pushing %s@%s (%d bytes) to %s" % (hdr.name, hdr.version, len(data),
+                                            ", ".join(sorted(targets))))
+
+    def on_message(topic, payload):
+        t = by_reply.get(topic)
+        if t is not None:
+            t.sender.receive_data(payload, int(time.monotonic() * 1000))
+
+    def on_connect():
+        sess.link.subscribe(list(by_reply))
+        if sess.link.connects > 1:
+            log("reconnected to %s; resuming" % url)
+            for t in targets.values():
+                t.sender.reconnected(int(time.monotonic() * 1000))
+
+    sess = Session(url, on_message, on_connect, **tls).start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and any(t.result is None for t in targets.values()):
+            sess.run_once(0.05)
+            now = int(time.monotonic() * 1000)
+            for t in targets.values():
+                _step(sess, t, now, log)
+    finally:
+        sess.stop()
+    out = {}
+    for t in targets.values():
+        s = t.sender
+        res = t.result or (False, "timed out after %.0fs (%d%% confirmed)"
+                           % (timeout_s, 100 * s.confirmed // s.size))
+        out[t.node] = (res[0], res[1], s.chunks_sent, s.n)
+    return hdr, out
+
+
+def _step(sess, t, now, log):
+    s = t.sender
+    if t.result is not None:
+        return
+    if sess.link.connected:
+        # Before subscribing completes, replies could be lost; the sender's
+        # timeout re-offers, so sending right away is still safe.
+        for m in s.messages_to_send(now):
+            sess.link.publish(t.out, m, qos=1)
+    while True:
+        ev = s.next_event()
+        if ev is None:
+            break
+        if isinstance(ev, T.Progress):
+            pct = 100 * ev.done // max(1, ev.total)
+            if pct // 10 != t.shown // 10 or pct == 100 and t.shown != 100:
+                t.shown = pct
+                log("%s: %3d%% %s %d/%d bytes" % (t.node, pct, _bar(pct), ev.done, ev.total))
+        elif isinstance(ev, T.Result):
+            t.result = (ev.ok, ev.detail)
+        elif isinstance(ev, T.TransferError):
+            if "another transfer" not in ev.text and len(t.errors) < 5:
+                t.errors.append(ev.text)
+                log("%s: %s" % (t.node, ev.text))
+
+
+def _bar(pct, w=20):
+    n = pct * w // 100
+    return "[" + "#" * n + "." * (w - n) + "]"

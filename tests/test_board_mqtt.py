@@ -1,0 +1,262 @@
+"""The board MQTT client (node/core/mqtt.py + node/board/mqtt_async.py)
+against a real Mosquitto, run by the real MicroPython binary with a Pico W
+sized heap, and by CPython: round trip, broker kill -9 and restart with
+unacked QoS 1 publishes in flight, and the last will on kill -9 of the node.
+Everything waits for conditions with deadlines; nothing sleeps to sync."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mosq import Mosquitto, wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
+HEAP = "192K"       # a Pico W's MicroPython heap
+
+# The node side, one script for both interpreters.  argv: port mode id [n]
+#   basic:  subscribe, publish 3 x QoS 1, take one inbound QoS 1, stop
+#   stream: publish n x QoS 1 through the window, report progress, stop
+#   idle:   connect and report events forever; [n] is the keepalive in s
+SCRIPT = r"""
+import sys
+sys.path.insert(0, %r)
+import asyncio, gc, json
+gc.collect()
+HEAP = [gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0]
+from node.core import mqtt
+from node.board.mqtt_async import MQTTLink, LinkDown
+gc.collect()
+HEAP.append(gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0)
+
+def out(**kw):
+    sys.stdout.write(json.dumps(kw) + "\n")
+    if hasattr(sys.stdout, "flush"):
+        sys.stdout.flush()
+
+def report(ev):
+    t = type(ev).__name__
+    if t == "Message":
+        out(ev=t, topic=ev.topic, payload=bytes(ev.payload).decode(), qos=ev.qos)
+    elif t == "LinkDown":
+        out(ev=t, reason=ev.reason)
+    else:
+        out(ev=t, pid=getattr(ev, "packet_id", None))
+
+async def main():
+    port, mode, cid = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    ka = int(sys.argv[4]) if mode == "idle" and len(sys.argv) > 4 else 30
+    link = MQTTLink("127.0.0.1", port, cid, keepalive=ka, ping_timeout=1000, tick_ms=100,
+                    backoff_ms=(100, 1000), subscriptions=[("t/%%s/in/#" %% cid, 1)],
+                    will=("t/%%s/will" %% cid, b"gone", 1, False))
+    asyncio.create_task(link.run())
+    if mode == "basic":
+        acked = 0
+        got = False
+        async for ev in link:
+            report(ev)
+            t = type(ev)
+            if t is mqtt.Subscribed:
+                gc.collect()
+                out(heap=HEAP + [gc.mem_alloc() if HEAP[0] else 0])
+                for i in range(3):
+                    link.publish("t/%%s/out/%%d" %% (cid, i), b"hello %%d" %% i, qos=1)
+            elif t is mqtt.Published:
+                acked += 1
+            elif t is mqtt.Message:
+                link.ack(ev)
+                got = True
+            if acked == 3 and got:
+                break
+    elif mode == "stream":
+        async def events():
+            async for ev in link:
+                if type(ev) is not mqtt.Published:
+                    report(ev)
+        asyncio.create_task(events())
+        for i in range(int(sys.argv[4])):
+            await link.publish_wait("t/%%s/out" %% cid, b"%%d" %% i)
+            out(queued=i, inflight=link.client.inflight())
+            await asyncio.sleep(0.005)
+        while link.client.inflight():
+            await asyncio.sleep(0.05)
+    else:
+        async for ev in link:
+            report(ev)
+    await link.stop()
+    out(done=True)
+
+asyncio.run(main())
+""" % ROOT
+
+
+class Node:
+    """The script in a subprocess; its JSON lines collected by a thread."""
+
+    def __init__(self, tmp_path, interp, *args):
+        path = tmp_path / "node_script.py"
+        path.write_text(SCRIPT)
+        cmd = [interp] + (["-X", "heapsize=" + HEAP] if interp == MICROPYTHON else [])
+        self.proc = subprocess.Popen(cmd + [str(path)] + [str(a) for a in args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        self.raw = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.raw.append(line)
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def wait(self, pred, timeout=15, what="node output"):
+        try:
+            return wait_for(lambda: [x for x in list(self.lines) if pred(x)], timeout, what)
+        except TimeoutError:
+            raise AssertionError("%s; node said:\n%s" % (what, "".join(self.raw)))
+
+    def events(self, name):
+        return [x for x in self.lines if x.get("ev") == name]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+class Sub:
+    """paho subscriber with a persistent session, reconnecting by itself."""
+
+    def __init__(self, port, topic, cid="observer"):
+        self.msgs = []
+        self.subacks = 0
+        c = self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid,
+                                 clean_session=False, protocol=paho.MQTTv311)
+        c.on_message = lambda cl, u, m: self.msgs.append((m.topic, m.payload))
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
+        c.on_subscribe = self._subscribed
+        c.reconnect_delay_set(0.05, 0.5)
+        c.connect("127.0.0.1", port, keepalive=60)
+        c.loop_start()
+        wait_for(lambda: self.subacks, 10, "paho SUBACK")
+
+    def _subscribed(self, *a):
+        self.subacks += 1
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+class Closer:
+    def __init__(self, fn):
+        self.close = fn
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def cleanup():
+    things = []
+    yield things
+    for t in things:
+        t.close()
+
+
+@pytest.mark.parametrize("interp", [MICROPYTHON, sys.executable], ids=["micropython", "cpython"])
+def test_round_trip(tmp_path, broker, cleanup, interp):
+    sub = Sub(broker.port, "t/rt/#")
+    cleanup.append(sub)
+    node = Node(tmp_path, interp, broker.port, "basic", "rt")
+    cleanup.append(node)
+    node.wait(lambda x: x.get("ev") == "Subscribed", what="node subscribed")
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="pusher")
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    cleanup.append(Closer(pub.loop_stop))
+    pub.publish("t/rt/in/module", b"push me", qos=1).wait_for_publish(10)
+    node.wait(lambda x: x.get("done"), what="node done")
+    assert node.proc.wait(10) == 0, "".join(node.raw)
+    msgs = node.events("Message")
+    assert msgs == [{"ev": "Message", "topic": "t/rt/in/module", "payload": "push me", "qos": 1}]
+    assert len(node.events("Published")) == 3
+    # A clean stop() sent DISCONNECT, so no will.  The node's socket closed
+    # before this sentinel was sent, so the will would have come first.
+    pub.publish("t/rt/sentinel", b"", qos=1).wait_for_publish(10)
+    wait_for(lambda: ("t/rt/sentinel", b"") in sub.msgs, 10, "paho sees the sentinel")
+    assert sorted(sub.msgs) == sorted([("t/rt/out/%d" % i, b"hello %d" % i) for i in range(3)]
+                                      + [("t/rt/in/module", b"push me"), ("t/rt/sentinel", b"")])
+    if interp == MICROPYTHON:
+        # gc.mem_alloc(): at start, after importing both modules, once
+        # connected and subscribed -- inside a 192 KiB heap.
+        start, imported, up = [x["heap"] for x in node.lines if "heap" in x][0]
+        print("\nMicroPython heap: start %d, +%d imports, +%d connected" % (
+            start, imported - start, up - imported))
+        assert up - start < 48 * 1024
+
+
+def test_broker_killed_and_restarted_unacked_publishes_arrive(tmp_path, broker, cleanup):
+    n = 60
+    sub = Sub(broker.port, "t/kb/out")
+    cleanup.append(sub)
+    # The db holds the observer's session before anything can happen to it.
+    wait_for(lambda: os.path.exists(broker.db), 10, "mosquitto saved its db")
+    node = Node(tmp_path, MICROPYTHON, broker.port, "stream", "kb", n)
+    cleanup.append(node)
+    wait_for(lambda: len(sub.msgs) >= 10, 15, "first deliveries")
+    # Freeze the broker so PUBACKs stop: the node's window fills with
+    # publishes the broker never processed; then kill -9 it.
+    broker.proc.send_signal(signal.SIGSTOP)
+    node.wait(lambda x: x.get("inflight") == 8, what="window full of unacked publishes")
+    queued = max(x["queued"] for x in node.lines if "queued" in x)
+    broker.kill()
+    node.wait(lambda x: x.get("ev") == "LinkDown", what="node notices the dead broker")
+    broker.start()
+    node.wait(lambda x: x.get("done"), timeout=30, what="node finished the stream")
+    assert node.proc.wait(10) == 0, "".join(node.raw)
+    assert len(node.events("Connected")) >= 2
+    want = set(b"%d" % i for i in range(n))
+    wait_for(lambda: want <= set(p for _, p in sub.msgs), 15,
+             "paho sees all %d (queued %d before the kill)" % (n, queued))
+    assert queued < n - 1       # the kill really landed mid-stream
+
+
+def test_last_will_on_kill_9(tmp_path, broker, cleanup):
+    sub = Sub(broker.port, "t/lw/will")
+    cleanup.append(sub)
+    node = Node(tmp_path, MICROPYTHON, broker.port, "idle", "lw")
+    cleanup.append(node)
+    node.wait(lambda x: x.get("ev") == "Subscribed", what="node up")
+    assert sub.msgs == []
+    node.proc.send_signal(signal.SIGKILL)
+    wait_for(lambda: sub.msgs, 10, "the will")
+    assert sub.msgs == [("t/lw/will", b"gone")]
+
+
+def test_half_open_link_detected_by_keepalive(tmp_path, broker, cleanup):
+    """A frozen broker keeps the TCP connection open but answers nothing:
+    only the keepalive ping notices.  The node must time out, keep trying
+    (CONNECTs go unanswered too) and be back once the broker thaws."""
+    node = Node(tmp_path, MICROPYTHON, broker.port, "idle", "ka", 1)
+    cleanup.append(node)
+    node.wait(lambda x: x.get("ev") == "Subscribed", what="node up")
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        node.wait(lambda x: x.get("ev") == "PingTimeout", timeout=10, what="ping timeout")
+        node.wait(lambda x: x.get("reason") == "no answer from broker", what="link down")
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    node.wait(lambda x: len(node.events("Connected")) >= 2, timeout=15, what="reconnected")
