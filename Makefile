@@ -10,13 +10,16 @@ STAMP := $(VENV)/.installed
 # (clang, lld, wabt), a broker for the mesh tests, socat for pty boards,
 # and what building pywasm3 from its sdist needs.
 APT_PKGS := python3-venv python3-dev gcc clang lld wabt mosquitto mosquitto-clients socat
+# Cross compilers for the wasm3 native module (make firmware, issue 7):
+# armv6m (Pico W) and rv32imc (ESP32-C3).  ~600 MB installed, ~20 s.
+FIRMWARE_PKGS := gcc-arm-none-eabi gcc-riscv64-unknown-elf
 
-.PHONY: setup sysdeps demo test test-fast modules check-modules bench clean
+.PHONY: setup sysdeps firmware-deps firmware demo test test-fast modules check-modules bench clean
 
 setup: sysdeps $(STAMP)
 
 sysdeps:
-	@missing=""; for p in $(APT_PKGS); do \
+	@missing=""; for p in $(APT_PKGS) $(EXTRA_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -30,11 +33,25 @@ sysdeps:
 	  fi; \
 	fi
 
+firmware-deps:
+	@$(MAKE) --no-print-directory sysdeps EXTRA_PKGS="$(FIRMWARE_PKGS)"
+
+# wasm3 as a MicroPython native module for x64, armv6m and rv32imc:
+# build/firmware/<arch>/wasm3.mpy (cached by source hash; docs/NATIVE.md).
+firmware: firmware-deps $(STAMP)
+	@$(VPY) firmware/build.py
+
 $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@echo "==> installing Python dependencies into $(VENV)"
 	@$(VPY) -m pip install -q --upgrade pip >/dev/null
 	@$(VPY) -m pip install -q -e '.[test]'
+	@# MicroPython stubs for type-checking the board code (tests/test_board_typecheck.py),
+	@# one directory per board: both packages ship machine.pyi, so they cannot share one.
+	@$(VPY) -m pip install -q --no-deps --upgrade --target $(VENV)/stubs/pico_w \
+	  micropython-rp2-rpi-pico-w-stubs==1.29.0.post1 micropython-stdlib-stubs==1.29.0.post2
+	@$(VPY) -m pip install -q --no-deps --upgrade --target $(VENV)/stubs/esp32 \
+	  micropython-esp32-stubs==1.29.0.post1 micropython-stdlib-stubs==1.29.0.post2
 	@touch $@
 
 modules: sysdeps
@@ -44,7 +61,7 @@ modules: sysdeps
 check-modules: sysdeps
 	@$(PY) modules/build.py --check
 
-test: setup check-modules
+test: setup check-modules firmware
 	@$(VPY) -m pytest -x -p no:cacheprovider
 
 demo: setup

@@ -26,6 +26,10 @@ import benchlib  # noqa: E402
 SECTIONS = {
     "runtime": "sec_runtime",   # issue 2: ceiling, dispatch, hot-swap
     "mqtt": "sec_mqtt",         # issue 3: push, forwarding, loss over Mosquitto
+    "quic": "sec_quic",         # issue 6: push vs raw aioquic, session resumption
+    "metering": "sec_metering", # issue 5: cost of fuel metering, spin stop time
+    "boards": "sec_boards",     # issue 4: MicroPython heap, flash time over a pty
+    "native": "sec_native",     # issue 7: wasm3 .mpy on MicroPython: speed, heap, events/s
 }
 
 

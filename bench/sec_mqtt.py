@@ -10,8 +10,13 @@ Mosquitto, each against raw paho doing the same MQTT work in the same run.
     subscribe of the same envelope payloads.  Target ratio >= 1.0.
 (c) lost: events missing at a persistent subscriber after a broker restart
     in the middle of a stream.  Target 0.
+(a') push_64k_nodelay: (a) again after restarting the broker with
+    set_tcp_nodelay true (no Nagle stalls; bench/README.md explains).
+Both publishers of (b) run in their own processes (bench/mqtt_feed.py), so
+the timed subscriber has this process to itself in both measurements.
 """
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -19,11 +24,22 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from benchlib import ROOT, echo_wasm, median, pad_wasm, result, settle, target
+from benchlib import HERE, ROOT, echo_wasm, median, pad_wasm, result, settle, target
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 SECTION = "mqtt"
 FLEET = "bench"
+
+
+def no_delay(client, userdata, sock):
+    """The socket option node.mqtt.link sets: the raw baselines get it too."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def metered(wasm):
+    """What `aegis pack` ships by default (nodes refuse unmetered code)."""
+    from node.cli.packing import prepare_wasm
+    return prepare_wasm(wasm, 16)
 
 
 class Sub:
@@ -63,6 +79,7 @@ def raw_push(port, data, chunk=4096, window=16):
     left = [(len(data) + chunk - 1) // chunk]
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.max_inflight_messages_set(window)
+    c.on_socket_open = no_delay
 
     def on_pub(*a):
         with lock:
@@ -82,16 +99,26 @@ def raw_push(port, data, chunk=4096, window=16):
     return dt
 
 
-def emit_pipelined(cl, topic, n, batch=200):
-    """Control-socket emits, `batch` requests in flight (the socket is a
-    stream; answers come back in order)."""
-    for s in range(0, n, batch):
-        k = min(batch, n - s)
-        for i in range(s, s + k):
-            cl.send({"op": "emit", "topic": topic, "data": b"%08d" % i})
-        for _ in range(k):
-            if not cl.recv().get("ok"):
-                raise RuntimeError("emit refused")
+def feed_rate(sub, n, args):
+    """Start a bench/mqtt_feed.py publisher, let it connect, then time from
+    "go" until `sub` has received n messages; events/s."""
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "mqtt_feed.py")] + args,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError("feeder %s did not start" % args[0])
+        sub.expect(n)
+        t0 = time.perf_counter()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        if not sub.ev.wait(120):
+            raise RuntimeError("%s: only %d of %d events arrived" % (args[0], sub.n, n))
+        dt = time.perf_counter() - t0
+        p.stdout.readline()
+    finally:
+        p.stdin.close()
+        p.wait(30)
+    return n / dt
 
 
 def start_gateway(d, url, pub):
@@ -112,67 +139,76 @@ def start_gateway(d, url, pub):
     return p, os.path.join(d, "s.sock")
 
 
+def measure_push(ctx, b, wasm, metric, v0, what):
+    from node.mqtt.push import push
+    t_push, t_raw = [], []
+    for r in range(ctx.rounds):
+        v = "1.0.%d" % (v0 + r)
+        pkg = ctx.package("echo", v, pad_wasm(wasm, 65536 - 600, v.encode()), metered=True,
+                          subscribe=["in/#"], emit=["echo/"])
+        settle()
+        t0 = time.perf_counter()
+        _, res = push(b.url, FLEET, pkg, "b1", chunk=4096, window=16, log=lambda m: None)
+        t_push.append(time.perf_counter() - t0)
+        assert res["b1"][0], res
+        settle()
+        t_raw.append(raw_push(b.port, pkg))
+    return result(SECTION, metric, median(t_push) * 1000, "ms", median(t_raw) * 1000,
+                  "raw paho QoS1 chunks", target("<=", 1.3, "ratio"),
+                  samples=[round(x * 1000, 2) for x in t_push],
+                  baseline_samples=[round(x * 1000, 2) for x in t_raw],
+                  note="%s; push includes fleet-status discovery, offer, hash, signature and "
+                  "metering checks, install (fsync) and the result" % what)
+
+
+def wait_online(url, timeout=20):
+    from node.mqtt.operator import fleet_status
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if fleet_status(url, FLEET, timeout=2)[0].get("b1", {}).get("online"):
+                return
+        except ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("bench gateway did not come back online")
+
+
 def run(ctx):
     from broker import Broker
     from node.control import Client
-    from node.core import envelope as E
-    from node.mqtt.push import push
     ctx.keys()
     pub = os.path.join(ctx.tmpdir, "bench-key.pub")
     b = Broker(ctx.mkdtemp("mqtt-broker")).start()
     gw, sock = start_gateway(ctx.mkdtemp("mqtt-gw"), b.url, pub)
     out = []
     try:
-        wasm, _ = echo_wasm()
+        wasm = metered(echo_wasm()[0])
         # (a) push 64 KiB, a new version each round so every push is real.
-        t_push, t_raw = [], []
-        for r in range(ctx.rounds):
-            v = "1.0.%d" % r
-            pkg = ctx.package("echo", v, pad_wasm(wasm, 65536 - 600, v.encode()),
-                              subscribe=["in/#"], emit=["echo/"])
-            settle()
-            t0 = time.perf_counter()
-            _, res = push(b.url, FLEET, pkg, "b1", chunk=4096, window=16, log=lambda m: None)
-            t_push.append(time.perf_counter() - t0)
-            assert res["b1"][0], res
-            t_raw.append(raw_push(b.port, pkg))
-        out.append(result(SECTION, "push_64k", median(t_push) * 1000, "ms",
-                          median(t_raw) * 1000, "raw paho QoS1 chunks",
-                          target("<=", 1.3, "ratio"), samples=[round(x * 1000, 2) for x in t_push],
-                          note="includes fleet-status discovery and install"))
-        # (b) forwarding throughput from the wasm handler.
+        out.append(measure_push(ctx, b, wasm, "push_64k", 0,
+                                "default Mosquitto config (set_tcp_nodelay false)"))
+        # (b) forwarding throughput from the wasm handler.  Both publishers
+        # (raw paho, and the emitter feeding the gateway) run in their own
+        # process, so the timed subscriber has this process to itself.
         n = 3000 if ctx.quick else 10000
         sub = Sub(b.port, "aegis/%s/ev/b1/echo/#" % FLEET)
-        cl = Client(sock)
+        rs = Sub(b.port, "bench/raw/ev/#")
         fw, raw = [], []
         for r in range(ctx.rounds):
             settle()
-            sub.expect(n)
-            t0 = time.perf_counter()
-            emit_pipelined(cl, "in/x", n)
-            sub.ev.wait(60)
-            fw.append(sub.n / (time.perf_counter() - t0))
-            payloads = [E.encode("b1", i, 1, "echo/in/x", b"%08d" % i, "echo@1.0.0")
-                        for i in range(n)]
-            rs = Sub(b.port, "bench/raw/ev/#")
-            rs.expect(n)
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-            c.max_inflight_messages_set(200)
-            c.connect("127.0.0.1", b.port)
-            c.loop_start()
-            t0 = time.perf_counter()
-            for p in payloads:
-                c.publish("bench/raw/ev/b1/echo/in/x", p, qos=1)
-            rs.ev.wait(60)
-            raw.append(rs.n / (time.perf_counter() - t0))
-            c.disconnect()
-            c.loop_stop()
-            rs.close()
+            fw.append(feed_rate(sub, n, ["emit", sock, "in/x", str(n)]))
+            settle()
+            raw.append(feed_rate(rs, n, ["raw", str(b.port), "bench/raw/ev/b1/echo/in/x",
+                                         str(n), "200"]))
         sub.close()
+        rs.close()
         out.append(result(SECTION, "forward", median(fw), "events/s", median(raw),
                           "raw paho QoS1 pub->sub", target(">=", 1.0, "ratio"),
-                          samples=[round(x) for x in fw],
-                          note="emits via control socket (1 round trip each) -> echo.wasm"))
+                          samples=[round(x) for x in fw], baseline_samples=[round(x) for x in raw],
+                          note="emits streamed over the control socket from a feeder process "
+                          "-> echo.wasm (metered) -> outbox -> QoS 1; raw: a paho process "
+                          "publishing the same envelopes, same inflight (200) and TCP_NODELAY"))
+        cl = Client(sock)
         # (c) loss across a broker restart (persistent QoS 1 subscriber).
         m = 1000 if ctx.quick else 3000
         ps = Sub(b.port, "aegis/%s/ev/b1/echo/#" % FLEET, cid="bench-persist")
@@ -190,6 +226,13 @@ def run(ctx):
         cl.close()
         out.append(result(SECTION, "lost_across_restart", lost, "events", None, None,
                           target("<=", 0), note="%d events, broker restarted mid-stream" % m))
+        # (a') the push again on a broker with set_tcp_nodelay true: without
+        # the broker's Nagle stall the raw baseline is the bare transport.
+        b.write_config("set_tcp_nodelay true\n")
+        b.restart()
+        wait_online(b.url)
+        out.append(measure_push(ctx, b, wasm, "push_64k_nodelay", 100,
+                                "Mosquitto with set_tcp_nodelay true"))
     finally:
         gw.terminate()
         gw.wait(15)

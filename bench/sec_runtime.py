@@ -115,9 +115,11 @@ def make_inputs(n):
 
 def dispatch_setup(ctx, wasm, store=None):
     from node.core.store import MemStore
+    from node.admission import Limits
     from node.host import ModuleHost
     _, _, verifiers = ctx.keys()
-    host = ModuleHost(store or MemStore(), "bench-node", verifiers)
+    host = ModuleHost(store or MemStore(), "bench-node", verifiers,
+                      limits=Limits(allow_unmetered=True))  # raw dispatch; see sec_metering
     pkg = ctx.package("echo", "1.0.0", wasm, subscribe=[IN_PREFIX + "#"],
                       emit=["echo/" + IN_PREFIX], ports=[])
     host.install(pkg)
@@ -189,6 +191,7 @@ def raw_fsync_write(d, data, i):
 
 def hotswap(ctx, base_wasm, store_kind, n_swaps):
     from node.core.store import MemStore
+    from node.admission import Limits
     from node.host import ModuleHost
     from node.store import DirStore
     _, _, verifiers = ctx.keys()
@@ -204,7 +207,8 @@ def hotswap(ctx, base_wasm, store_kind, n_swaps):
     pkgs = [ctx.package(name, v, w, subscribe=[IN_PREFIX + "#"],
                         emit=["echo/" + IN_PREFIX], ports=[])
             for v, w in zip(versions, wasms)]
-    host = ModuleHost(store, "bench-node", verifiers)
+    host = ModuleHost(store, "bench-node", verifiers,
+                      limits=Limits(allow_unmetered=True))  # raw dispatch; see sec_metering
     seen = []
     host.taps.append(lambda ev: seen.append(ev.mod) if ev.topic.startswith("echo/") else None)
     host.install(pkgs[0])

@@ -1,8 +1,11 @@
 """`make demo`: a gateway, four modules, a stream of sensor events, and a
-hot swap of one module mid-stream that loses and doubles nothing.
+hot swap of one module mid-stream that loses and doubles nothing; then the
+mesh (host_sim/demo_mesh.py): a Mosquitto, three simulated nodes, one
+`aegis push` to the group, and every node's events counted on the broker.
 
 Everything runs for real: the `aegis` CLI signs packages and talks to a
-real `aegis gateway` daemon over its control socket; modules run in wasm3.
+real `aegis gateway` daemon over its control socket; modules run in wasm3;
+the broker is the Debian `mosquitto` on a free loopback port.
 """
 import json
 import os
@@ -154,11 +157,16 @@ def main():
     os.makedirs(RUN)
     say("\033[1m== aegis-edge demo: signed wasm modules, live hot swap, no lost events ==\033[0m")
     say("work dir: %s\n" % RUN)
+    from host_sim import demo_mesh
+    from host_sim.mosquitto import Mosquitto
+    broker = Mosquitto(os.path.join(RUN, "mosquitto")).start()
+    say("mosquitto listening on %s (log: demo-run/mosquitto/mosquitto.log)" % broker.url)
     aegis("keygen", "--out", "operator")
     with open(os.path.join(RUN, "gateway.toml"), "w") as f:
         f.write('node_id = "demo-gw"\nfleet = "demo"\nstore_dir = "store"\n'
                 'control_socket = "aegis.sock"\ntrusted_keys = ["operator.pub"]\n\n'
-                '[ports.facts]\nadapter = "node_facts"\n')
+                '[ports.facts]\nadapter = "node_facts"\n\n'
+                '[mqtt]\nurl = "%s"\ngroups = ["%s"]\n' % (broker.url, demo_mesh.GROUP))
     pkgs = [pack("threshold"), pack("counter"), pack("movavg"), pack("facts")]
     swap_pkg = pack("counter", "module_v2.toml")
     sock = os.path.join(RUN, "aegis.sock")
@@ -182,7 +190,11 @@ def main():
         wait_until(lambda: watcher.last() >= N_EVENTS, 15)
         say("")
         aegis("status", "--socket", sock)
-        return 0 if report(watcher) else 1
+        swap_ok = report(watcher)
+        mesh_ok = demo_mesh.run({"run_dir": RUN, "say": say, "aegis": aegis, "aegis_cmd": AEGIS,
+                                 "broker": broker, "fleet": "demo", "pack": pack,
+                                 "gateway": ("demo-gw", sock)})
+        return 0 if swap_ok and mesh_ok else 1
     finally:
         if watcher:
             watcher.proc.terminate()
@@ -192,6 +204,7 @@ def main():
         except subprocess.TimeoutExpired:
             gw.kill()
         log.close()
+        broker.stop()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@
                                        byte-for-byte with the committed .wasm
 
 Sources: every `*.c`, `*.wat` and `*.zig` in `modules/<name>/` (not
-`modules/sdk/`) and in `tests/modules/`; each builds to `<stem>.wasm` in the
-same directory.
+`modules/sdk/`), in `tests/modules/` and in `tests/modules/hostile/`; each
+builds to `<stem>.wasm` in the same directory.
 C:   clang --target=wasm32 -nostdlib -O2 -Wl,--no-entry -I modules/sdk
 WAT: wat2wasm
 Zig: zig build-exe -target wasm32-freestanding -mcpu=mvp -O ReleaseSmall
@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - python < 3.11
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = "modules"
 FIXTURES = os.path.join("tests", "modules")
+HOSTILE = os.path.join(FIXTURES, "hostile")
 SDK = os.path.join(MODULES, "sdk")
 TOOLCHAIN = os.path.join(MODULES, "TOOLCHAIN.txt")
 
@@ -142,6 +143,10 @@ def sources():
             dirs.append(d)
     if os.path.isdir(os.path.join(ROOT, FIXTURES)):
         dirs.append(FIXTURES)
+    # Modules that never return or grow memory without bound: kept apart so
+    # tests that run every tests/modules/*.wasm unmetered do not pick them up.
+    if os.path.isdir(os.path.join(ROOT, HOSTILE)):
+        dirs.append(HOSTILE)
     out = []
     for d in dirs:
         for f in sorted(os.listdir(os.path.join(ROOT, d))):

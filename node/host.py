@@ -12,7 +12,7 @@ from collections import deque
 
 from node.core import cbor, lifecycle as lc, package as pk
 from node.core.bus import Bus, check_topic, TopicError
-from node.core.imports import check_module
+from node.admission import Limits, admit, apply_rollback
 from node.core.ring import Ring
 from node.core.statelog import StateLog
 from node.core import abi as A
@@ -54,13 +54,14 @@ class Module:
         self.name = name
         self.active = None      # Slot serving events, or None
         self.previous = None    # version to roll back to
+        self.blocked = []       # versions rolled back from: never installed again
         self.failed = []        # recent refused/rolled-back versions (info dicts)
 
 
 class ModuleHost:
     def __init__(self, store, node_id, verifiers, engine=None, clock=wall_ms,
                  logger=None, max_traps=3, trap_window_ms=10000,
-                 policy=None, ring_size=1000, allow_downgrade=False):
+                 policy=None, ring_size=1000, allow_downgrade=False, limits=None):
         self.store = store
         self.node_id = node_id
         self.verifiers = verifiers
@@ -70,6 +71,7 @@ class ModuleHost:
         self.max_traps = max_traps
         self.trap_window_ms = trap_window_ms
         self.policy = policy or {}
+        self.limits = limits or Limits()    # node bounds; deny unmetered by default
         self.bus = Bus()
         self.ring = Ring(ring_size)
         self.queue = deque((), QUEUE_MAX)
@@ -128,8 +130,12 @@ class ModuleHost:
             data = bytes(data)
         self.queue.append(Event(topic, data, src or self.node_id, mod, self.clock()))
 
-    def pump(self, max_events=10000):
-        """Deliver queued events; returns how many were handled."""
+    def pump(self, max_events=10000, max_s=None):
+        """Deliver queued events; returns how many were handled.  With
+        `max_s` (time-sliced, as the gateway runs it) it returns early once
+        that much time has passed or after a module trapped (a trap may have
+        cost a whole fuel budget), so the caller's event loop gets to run
+        between expensive events."""
         q = self.queue
         ring = self.ring
         rbuf = ring._buf
@@ -140,6 +146,8 @@ class ModuleHost:
         cache = bus._cache
         taps = self.taps
         n = 0
+        deadline = time.perf_counter() + max_s if max_s else None
+        trapped = False
         # The hottest loop of the node: locals only, the ring written inline,
         # the bus's match cache read directly.
         while q and n < max_events:
@@ -157,6 +165,7 @@ class ModuleHost:
                 for slot in subs:
                     if not slot.deliver(tb, data):
                         self._trapped(slot)
+                        trapped = True
             for t in taps:
                 t(ev)
             n += 1
@@ -164,6 +173,8 @@ class ModuleHost:
                 ring.next = nxt
                 self._do_rollbacks()
                 cache = bus._cache  # subscriptions changed
+            if deadline and (trapped or (subs and time.perf_counter() > deadline)):
+                break
         ring.next = nxt
         self.counts["events"] += n
         return n
@@ -176,11 +187,9 @@ class ModuleHost:
     # ---- install / rollback -------------------------------------------
     def _verify(self, data):
         try:
-            hdr, wasm = pk.open_package(data, self.verifiers)
-            info, names = check_module(wasm, hdr.manifest["limits"]["memory_pages"])
+            return admit(data, self.verifiers, self.limits)
         except ValueError as e:
             raise InstallError(str(e))
-        return hdr, wasm, names
 
     def _state(self, name, manifest):
         st = self.states.get(name)
@@ -212,6 +221,29 @@ class ModuleHost:
             if new_v < old_v and not rollback:
                 raise InstallError("%s@%s is older than the active %s; refusing a downgrade "
                                    "(use an explicit rollback)" % (hdr.name, hdr.version, cur.version))
+        if mod and hdr.version in mod.blocked and not rollback:
+            raise InstallError("%s@%s was rolled back on this node; refusing to install it "
+                               "again (publish a newer version)" % (hdr.name, hdr.version))
+        return self._activate(data, hdr, wasm, names, cur)
+
+    def rollback(self, statement, package=None):
+        """Apply a signed rollback statement (node/core/rollback.py)."""
+        try:
+            return apply_rollback(self, statement, package)
+        except InstallError:
+            raise
+        except ValueError as e:
+            raise InstallError(str(e))
+
+    def block_version(self, name, version):
+        mod = self.modules.get(name)
+        if mod is not None and version not in mod.blocked:
+            mod.blocked = (mod.blocked + [version])[-32:]
+            if mod.previous == version:
+                mod.previous = None     # never an automatic rollback target
+            self._persist(mod)
+
+    def _activate(self, data, hdr, wasm, names, cur):
         t0 = time.perf_counter()
         slot = self._load(hdr, wasm, names)
         # Persist the package before it can become active, so a crash after
@@ -260,7 +292,7 @@ class ModuleHost:
 
     def _persist(self, mod):
         rec = {"active": mod.active.version if mod.active else None,
-               "previous": mod.previous}
+               "previous": mod.previous, "blocked": mod.blocked}
         self.store.write("modules/%s.cbor" % mod.name, cbor.dumps(rec))
 
     def _note_failed(self, name, slot):
@@ -307,6 +339,8 @@ class ModuleHost:
             self.bus.subscribe(f, prev)
         mod.active = prev
         mod.previous = None
+        if slot.version not in mod.blocked:   # a replay of it must not come back
+            mod.blocked = (mod.blocked + [slot.version])[-32:]
         self._persist(mod)
         self.log("warn", "rolled back", module=mod.name, bad=slot.version,
                  restored=prev.version, reason=why)
@@ -337,6 +371,8 @@ class ModuleHost:
                 continue
             mod = self.modules[name] = Module(name)
             mod.previous = rec.get("previous")
+            bl = rec.get("blocked")
+            mod.blocked = [v for v in bl if type(v) is str] if type(bl) is list else []
             for v in (rec.get("active"), rec.get("previous")):
                 if not v:
                     continue

@@ -36,6 +36,11 @@ class Slot:
         # Host calls fetch memory on every call (memory.grow makes old views
         # stale); hand the ABI the engine's fastest accessor.
         self.abi.mem = getattr(self.inst, "memory_getter", self.inst.memory)
+        # A metered module gets limits.fuel for every call into it (out of
+        # fuel is a trap); unmetered ones (allowed by node config) get None.
+        self._budget = None
+        if self.manifest.get("metered"):
+            self._budget = self.inst.budget_setter(limits["fuel"])
         self.life.to(lc.LOADED)
         self._alloc = self.inst.find("aegis_alloc") if self.inst.has("aegis_event") else None
         self._event = self.inst.find("aegis_event") if self._alloc else None
@@ -48,6 +53,8 @@ class Slot:
         self.life.to(lc.STARTING)
         if self.inst.has("aegis_start"):
             try:
+                if self._budget:
+                    self._budget()
                 r = self.inst.call("aegis_start")
             except Trap as e:
                 return "aegis_start trapped: %s" % e
@@ -58,6 +65,8 @@ class Slot:
     def stop(self):
         if self.inst.has("aegis_stop"):
             try:
+                if self._budget:
+                    self._budget()
                 self.inst.call("aegis_stop")
             except Trap as e:
                 self.host.log("warn", "aegis_stop trapped", module=self.label, error=str(e))
@@ -66,7 +75,10 @@ class Slot:
         """Hand one event to the module; returns False on a trap."""
         tl = len(topic_b)
         n = tl + len(data)
+        budget = self._budget
         try:
+            if budget:
+                budget()
             p = self._alloc(n)
             if p <= 0:
                 self.dropped += 1
@@ -77,6 +89,8 @@ class Slot:
                 self.last_error = "aegis_alloc returned a buffer outside memory"
                 return True
             m[p:p + n] = topic_b + data
+            if budget:
+                budget()
             r = self._event(p, tl, p + tl, n - tl)
         except RuntimeError as e:  # pywasm3 raises RuntimeError on traps
             self.traps += 1
@@ -102,6 +116,8 @@ class Slot:
             "subscribe": self.manifest["subscribe"],
             "emit": list(self.abi.caps.emit),
             "ports": sorted(self.abi.caps.ports),
+            "metered": bool(self.manifest.get("metered")),
+            "fuel": self.manifest["limits"]["fuel"] if self._budget else None,
         }
 
 

@@ -38,8 +38,20 @@ class Signer:
         self.pub = prefix + ".pub"
         self.sign, self.raw = keys.signer(keys.load_private(prefix + ".key"))
 
-    def pack(self, name, version, wasm, subscribe=(), emit=(), ports=(), **limits):
-        m = pk.make_manifest(name, version, wasm, subscribe, emit, ports, limits or None)
+    def pack(self, name, version, wasm, subscribe=(), emit=(), ports=(), meter=True,
+             **limits):
+        """A signed package; metered like `aegis pack` does by default (wasm
+        the pass refuses, e.g. invalid.wasm, goes in unmetered so the node's
+        own refusal is what a test sees)."""
+        from node.cli.packing import prepare_wasm
+        metered = False
+        if meter:
+            try:
+                wasm, metered = prepare_wasm(wasm, limits.get("memory_pages", 16)), True
+            except ValueError:
+                pass
+        m = pk.make_manifest(name, version, wasm, subscribe, emit, ports, limits or None,
+                             metered=metered)
         return pk.build(m, wasm, self.sign, self.raw)
 
     def example(self, name, toml="module.toml", version=None):
@@ -48,9 +60,9 @@ class Signer:
                          t["emit"], t.get("ports", []))
 
     def fixture(self, fname, name="fx", version="1.0.0", subscribe=("in/#",), emit=("out/",),
-                ports=()):
+                ports=(), **kw):
         return self.pack(name, version, read(os.path.join(FIXTURES, fname)),
-                         subscribe, emit, ports)
+                         subscribe, emit, ports, **kw)
 
 
 @pytest.fixture

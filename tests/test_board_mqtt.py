@@ -14,7 +14,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mosq import Mosquitto, wait_for
+from broker import Broker
+from gateway_proc import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
@@ -163,7 +164,11 @@ class Closer:
 
 @pytest.fixture
 def broker(tmp_path):
-    b = Mosquitto(tmp_path).start()
+    # Saved to disk every second and on changes: the kill -9 test needs the
+    # observer's session in the db before the broker dies.
+    b = Broker(tmp_path / "broker", extra="autosave_interval 1\nautosave_on_changes true")
+    b.db = os.path.join(b.dir, "mosquitto.db")
+    b.start()
     yield b
     b.stop()
 

@@ -23,3 +23,10 @@ def test_systemd_unit_runs_the_gateway():
     assert u["Service"]["KillSignal"] == "SIGTERM"
     assert "HUP" in u["Service"]["ExecReload"]
     assert u["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_unit_runs_the_proxy_host():
+    u = configparser.ConfigParser(strict=False, interpolation=None)
+    u.read(os.path.join(D, "aegis-proxy.service"))
+    assert u["Service"]["ExecStart"].endswith("aegis proxy --config /etc/aegis/gateway.toml")
+    assert u["Install"]["WantedBy"] == "multi-user.target"

@@ -86,6 +86,12 @@ def test_bad_chunks_and_bad_signature_stream(tmp_path, signer, broker):
         wait_for(lambda: any(r.get("bad") == [0] for r in replies()), what="bad-chunk ack")
         text = " ".join(x["error"] for x in logged(g, "transfer problem"))
         assert "out of range" in text and "must be 256 bytes" in text and "hash" in text
+        # A flood of one valid chunk: written once, the repeats only counted.
+        good0 = msg("chunk", tid, i=0, d=pkg[:256], h=hashlib.sha256(pkg[:256]).digest()[:8])
+        for _ in range(100):
+            sub.publish(DEPLOY, good0, qos=0)
+        sub.publish(DEPLOY, good0)
+        wait_for(lambda: mqtt_stats(g)["deploy_dup_chunks"] == 100, what="100 repeats counted")
         # A whole package whose signature fails: refused with the reason.
         rogue = Signer(str(tmp_path / "rogue"))
         bad = tmp_path / "bad.pkg"

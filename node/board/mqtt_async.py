@@ -18,12 +18,12 @@ from node.core import mqtt
 try:
     from time import ticks_ms, ticks_diff
 except ImportError:             # CPython
-    from time import monotonic
+    from time import monotonic  # type: ignore[attr-defined]  # CPython only
 
-    def ticks_ms():
+    def ticks_ms():  # type: ignore[misc]
         return int(monotonic() * 1000)
 
-    def ticks_diff(a, b):
+    def ticks_diff(a, b):  # type: ignore[no-redef, misc]
         return a - b
 
 try:
@@ -31,7 +31,7 @@ try:
 except ImportError:             # ports built without random
     from os import urandom
 
-    def getrandbits(n):
+    def getrandbits(n):  # type: ignore[misc]
         return int.from_bytes(urandom(4), "big") & ((1 << n) - 1)
 
 
@@ -45,7 +45,7 @@ class LinkDown:
 class MQTTLink:
     def __init__(self, host, port, client_id, subscriptions=(), tick_ms=1000,
                  backoff_ms=(250, 30000), connect_timeout_ms=10000,
-                 max_events=16, read_size=512, **client_kw):
+                 max_events=16, read_size=512, write_max=0, **client_kw):
         self.client = mqtt.Client(client_id, **client_kw)
         self.host = host
         self.port = port
@@ -54,6 +54,7 @@ class MQTTLink:
         self.backoff_ms = backoff_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.max_events = max_events        # unread events before reading pauses
+        self.write_max = write_max          # bytes per socket write (0: all queued)
         self._buf = bytearray(read_size)    # one reused receive buffer
         self._events = []
         self._ev = asyncio.Event()          # events to hand out
@@ -163,8 +164,8 @@ class MQTTLink:
         self._done.clear()
         self._why = None
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
-                                          self.connect_timeout_ms / 1000)
+            conn = asyncio.open_connection(self.host, self.port)
+            r, w = await asyncio.wait_for(conn, self.connect_timeout_ms / 1000)  # type: ignore[var-annotated]
         except Exception as e:
             return "connect failed: %r" % (e,)
         if self._stop:
@@ -237,7 +238,7 @@ class MQTTLink:
     async def _writer(self, w):
         try:
             while True:
-                data = self.client.data_to_send()
+                data = self.client.data_to_send(self.write_max)
                 if data:
                     w.write(data)
                     await w.drain()

@@ -62,20 +62,31 @@ def cmd_pack(args):
     from node import keys
     from node.core import package as pk
     from node.core.imports import check_module
+    limits = {}
+    if args.wasm.endswith(".toml"):
+        _pack_from_toml(args, limits)
+    if not args.name or not args.version:
+        die("pack needs --name and --version (or a module.toml that has them)", 2)
     try:
         with open(args.wasm, "rb") as f:
             wasm = f.read()
     except OSError as e:
         die("cannot read %s: %s" % (args.wasm, e), 2)
-    limits = {}
     if args.memory_pages is not None:
         limits["memory_pages"] = args.memory_pages
     if args.fuel is not None:
         limits["fuel"] = args.fuel
+    metered = not args.no_meter
+    plain = len(wasm)
     try:
+        if metered:  # ABI-check the module as written, then cap and meter it
+            from node.cli.packing import prepare_wasm
+            check_module(wasm, limits.get("memory_pages", pk.DEFAULT_LIMITS["memory_pages"]))
+            wasm = prepare_wasm(wasm, limits.get("memory_pages",
+                                                 pk.DEFAULT_LIMITS["memory_pages"]))
         m = pk.make_manifest(args.name, args.version, wasm, args.subscribe or [],
-                             args.emit or [], args.port or [], limits)
-        check_module(wasm, m["limits"]["memory_pages"])
+                             args.emit or [], args.port or [], limits, metered=metered)
+        check_module(wasm, m["limits"]["memory_pages"], metered)
         sign, raw = keys.signer(keys.load_private(args.key))
         data = pk.build(m, wasm, sign, raw)
     except ValueError as e:
@@ -84,8 +95,38 @@ def cmd_pack(args):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, args.out)
-    print("packed %s@%s: %d bytes wasm, %d bytes package -> %s"
-          % (args.name, args.version, len(wasm), len(data), args.out))
+    print("packed %s@%s: %d bytes wasm (%s), %d bytes package -> %s"
+          % (args.name, args.version, plain,
+             "metered: %d bytes, fuel %d per call" % (len(wasm), m["limits"]["fuel"])
+             if metered else "NOT metered", len(data), args.out))
+
+
+def _pack_from_toml(args, limits):
+    """Fill pack's arguments from a module.toml (see docs/ABI.md); options
+    given on the command line win over the file."""
+    import tomllib
+    path = args.wasm
+    try:
+        with open(path, "rb") as f:
+            t = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        die("cannot read %s: %s" % (path, e), 2)
+    if not isinstance(t.get("wasm"), str):
+        die("%s: needs wasm = \"FILE.wasm\" (relative to the toml)" % path, 2)
+    args.wasm = os.path.join(os.path.dirname(path), t["wasm"])
+    for key, attr in (("name", "name"), ("version", "version"), ("subscribe", "subscribe"),
+                      ("emit", "emit"), ("ports", "port")):
+        if getattr(args, attr) is None and key in t:
+            setattr(args, attr, t[key])
+    lim = t.get("limits", {})
+    if not isinstance(lim, dict):
+        die("%s: [limits] must be a table" % path, 2)
+    from node.core.package import DEFAULT_LIMITS
+    unknown = sorted(set(lim) - set(DEFAULT_LIMITS))
+    if unknown:
+        die("%s: unknown limits %s (known: %s)" % (path, ", ".join(unknown),
+                                                   ", ".join(sorted(DEFAULT_LIMITS))), 2)
+    limits.update(lim)
 
 
 def cmd_gateway(args):
@@ -107,6 +148,11 @@ def cmd_install(args):
         extra = " (replaced %s)" % r["replaced"] if r.get("replaced") else ""
         print("%s@%s is %s%s, switched in %.1f ms"
               % (r["name"], r["version"], r["state"], extra, r.get("swap_ms", 0)))
+
+
+def cmd_rollback(args):
+    from node.cli.rollback_cmd import cmd_rollback as run
+    run(args, request, die)
 
 
 def cmd_remove(args):
@@ -173,6 +219,8 @@ def _module_rows(mods):
     rows = [("NAME", "VERSION", "STATE", "EVENTS", "TRAPS", "NOTE")]
     for m in mods:
         note = m.get("reason") or m.get("last_error") or ""
+        if m.get("metered") is False:   # allowed by the node's config only
+            note = ("unmetered; " + note) if note else "unmetered"
         rows.append((m["name"], m["version"], m["state"], str(m["events"]),
                      str(m["traps"]), note))
     w = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -180,12 +228,21 @@ def _module_rows(mods):
 
 
 def _tls(args):
-    return {k: getattr(args, k) for k in ("ca", "cert", "key", "username", "password")
-            if getattr(args, k, None) is not None}
+    d = {k: getattr(args, k) for k in ("ca", "cert", "key", "username", "password")
+         if getattr(args, k, None) is not None}
+    # A password on the command line shows in `ps`; the environment does not.
+    if "username" in d and "password" not in d and os.environ.get("AEGIS_MQTT_PASSWORD"):
+        d["password"] = os.environ["AEGIS_MQTT_PASSWORD"]
+    return d
 
 
 def cmd_push(args):
-    from node.mqtt.link import UrlError
+    if args.quic:
+        from node.quic.cli import push as quic_push
+        return quic_push(args, die)
+    if not args.to or not args.broker:
+        die("push needs --to and --broker (MQTT), or --quic HOST:PORT --cert PREFIX", 2)
+    from node.mqtt.link import LinkError, UrlError
     from node.mqtt.push import PushError, push
     try:
         with open(args.file, "rb") as f:
@@ -193,10 +250,12 @@ def cmd_push(args):
     except OSError as e:
         die("cannot read %s: %s" % (args.file, e), 2)
     try:
-        hdr, res = push(args.broker, args.fleet, data, args.to, chunk=args.chunk,
-                        window=args.window, timeout_s=args.timeout, tls=_tls(args))
+        hdr, res = push(args.broker, args.fleet, data, args.to, chunk=args.chunk or 4096,
+                        window=args.window or 16, timeout_s=args.timeout, tls=_tls(args))
     except (PushError, UrlError, ValueError) as e:
         die(str(e), 1 if isinstance(e, PushError) else 2)
+    except LinkError as e:      # refused TLS, login or ACL: exit 1, like a refusal
+        die(str(e), 1)
     except ConnectionError as e:
         die(str(e), 2)
     bad = 0
@@ -214,10 +273,12 @@ def cmd_push(args):
 
 
 def cmd_fleet_status(args):
-    from node.mqtt.link import UrlError
+    from node.mqtt.link import LinkError, UrlError
     from node.mqtt.operator import fleet_status
     try:
         nodes, bad = fleet_status(args.broker, args.fleet, **_tls(args))
+    except LinkError as e:
+        die(str(e), 1)
     except (UrlError, ValueError, ConnectionError) as e:
         die(str(e), 2)
     if args.json:
@@ -251,8 +312,16 @@ def cmd_status(args):
           % (r["node_id"], r["fleet"], r["uptime_s"], r["counts"]["events"],
              r["counts"]["rollbacks"]))
     print("ports: %s" % (", ".join(r["ports"]) or "none bound"))
+    m = r.get("mqtt")
+    if m:
+        print("mqtt: %s %s" % (m["url"], "connected" if m.get("connected") else
+                               "NOT connected: %s" % (m.get("last_error") or "connecting")))
     for line in _module_rows(r["modules"]):
         print(line)
+    if r.get("quic"):
+        from node.quic.cli import status_lines
+        for line in status_lines(r["quic"]):
+            print(line)
 
 
 def cmd_modules(args):
@@ -287,6 +356,23 @@ def cmd_ca_issue(args):
     print("issued %s: %s, %s, %s" % (args.name, crt, key, cacrt))
 
 
+def cmd_proxy(args):
+    from node.proxy.host import main as proxy_main
+    sys.exit(proxy_main(args.config))
+
+
+def cmd_broker_config(args):
+    from node.mqtt import brokerconf as bc
+    try:
+        paths = bc.write(args.out, args.fleet, args.operator, bc.parse_groups(args.group),
+                         args.etc, args.cert_port, args.password_port, args.bind,
+                         args.plain_port)
+    except (bc.BrokerConfError, OSError) as e:
+        die(str(e), 2)
+    print("wrote %s" % ", ".join(paths))
+    print(bc.NEXT_STEPS.format(etc=args.etc.rstrip("/"), out=args.out), file=sys.stderr)
+
+
 def cmd_flash(args):
     from node import flash
     try:
@@ -313,15 +399,18 @@ def parser():
     s.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key and PREFIX.pub")
     s.add_argument("--force", action="store_true", help="overwrite an existing key")
 
-    s = cmd("pack", cmd_pack, "build a signed module package from a .wasm file")
-    s.add_argument("wasm")
-    s.add_argument("--name", required=True)
-    s.add_argument("--version", required=True, help="semver, e.g. 1.2.0")
+    s = cmd("pack", cmd_pack, "build a signed module package from a .wasm file or module.toml")
+    s.add_argument("wasm", metavar="FILE.wasm|module.toml")
+    s.add_argument("--name", help="module name (required unless module.toml has it)")
+    s.add_argument("--version", help="semver, e.g. 1.2.0 (required unless module.toml has it)")
     s.add_argument("--subscribe", nargs="+", metavar="FILTER", help="topic filters to receive")
     s.add_argument("--emit", nargs="+", metavar="PREFIX", help="topic prefixes it may emit")
     s.add_argument("--port", nargs="+", metavar="NAME", help="ports it may call")
     s.add_argument("--memory-pages", type=int, help="max wasm memory in 64 KiB pages (default 16)")
-    s.add_argument("--fuel", type=int, help="fuel per call (metering)")
+    s.add_argument("--fuel", type=int, help="fuel per aegis_start/aegis_event call "
+                   "(default 20000000, ~50 ms of a tight loop; docs/METERING.md)")
+    s.add_argument("--no-meter", action="store_true", help="do not meter the module "
+                   "(nodes refuse it unless their config has allow_unmetered = true)")
     s.add_argument("--key", required=True, metavar="PREFIX.key")
     s.add_argument("--out", required=True, metavar="FILE")
 
@@ -330,7 +419,12 @@ def parser():
 
     s = cmd("install", cmd_install, "install a package; exits 0 once it is active", sock=True)
     s.add_argument("file")
-    s.add_argument("--rollback", action="store_true", help="allow installing an older version")
+    s.add_argument("--rollback", action="store_true",
+                   help="local override (root on this node): allow an older or rolled-back "
+                   "version; remote downgrades need `aegis rollback`")
+
+    from node.cli.rollback_cmd import add_parser as _rollback_parser
+    _rollback_parser(cmd, cmd_rollback)
 
     s = cmd("remove", cmd_remove, "stop and remove a module", sock=True)
     s.add_argument("name")
@@ -352,22 +446,32 @@ def parser():
                        help="MQTT broker, mqtt://host:port or mqtts://host:port")
         s.add_argument("--fleet", default=os.environ.get("AEGIS_FLEET", "default"),
                        help="fleet name (default $AEGIS_FLEET or 'default')")
-        for k in ("ca", "cert", "key", "username", "password"):
-            s.add_argument("--" + k, help="mqtts / broker login: %s" % k)
+        s.add_argument("--ca", metavar="FILE", help="mqtts: CA that signed the broker's "
+                       "certificate (the fleet CA; default: the system's)")
+        s.add_argument("--cert", metavar="FILE|PREFIX", help="mqtts client certificate, or "
+                       "PREFIX of `aegis ca issue` (PREFIX.crt, .key, .ca.crt)")
+        s.add_argument("--key", metavar="FILE", help="mqtts client key (with --cert FILE)")
+        s.add_argument("--username", help="broker login (the operator's)")
+        s.add_argument("--password", help="broker password (or $AEGIS_MQTT_PASSWORD)")
 
     s = cmd("status", cmd_status, "node status and its modules (or the fleet's, with --broker)",
             sock=True)
     s.add_argument("--json", action="store_true")
     broker_args(s, False)
 
-    s = cmd("push", cmd_push, "push a package to nodes over MQTT; exits 0 once every "
-            "target runs it")
+    s = cmd("push", cmd_push, "push a package to nodes over MQTT (or to one gateway over "
+            "QUIC); exits 0 once every target runs it")
     s.add_argument("file")
-    s.add_argument("--to", required=True, metavar="NODE_ID|group:NAME")
-    broker_args(s, True)
-    s.add_argument("--chunk", type=int, default=4096,
-                   help="chunk bytes (default 4096; a node's advertised max wins if smaller)")
-    s.add_argument("--window", type=int, default=16, help="chunks in flight per node")
+    s.add_argument("--to", metavar="NODE_ID|group:NAME", help="MQTT: target node or group")
+    broker_args(s, False)
+    s.add_argument("--quic", metavar="HOST:PORT",
+                   help="push straight to this gateway over QUIC (mutual TLS: --cert PREFIX "
+                   "names PREFIX.crt, PREFIX.key and the fleet CA PREFIX.ca.crt)")
+    s.add_argument("--chunk", type=int, default=None,
+                   help="chunk bytes (default 4096 over MQTT, where a node's advertised max "
+                   "wins if smaller; 65536 over QUIC)")
+    s.add_argument("--window", type=int, default=None,
+                   help="chunks in flight per node (default 16)")
     s.add_argument("--timeout", type=float, default=300.0, help="give up after SECONDS")
 
     s = cmd("modules", cmd_modules, "list modules", sock=True)
@@ -389,6 +493,27 @@ def parser():
     c.add_argument("--out", required=True, metavar="PREFIX")
     c.add_argument("--dns", nargs="+", metavar="NAME", help="extra DNS names for a server")
     c.add_argument("--ip", nargs="+", metavar="ADDR", help="IP addresses for a server")
+
+    s = cmd("proxy", cmd_proxy, "run MicroPython boards' modules here (proxy mode)")
+    s.add_argument("--config", required=True, help="gateway config with [mqtt] and [proxy]")
+
+    s = cmd("broker-config", cmd_broker_config, "write a Mosquitto config and ACL for a "
+            "fleet: TLS, client certificates or passwords, each node its own topics")
+    s.add_argument("--fleet", required=True)
+    s.add_argument("--out", required=True, metavar="DIR", help="writes aegis.conf, aegis.acl")
+    s.add_argument("--operator", nargs="+", default=["operator"], metavar="NAME",
+                   help="users that may push and read the fleet (default: operator)")
+    s.add_argument("--group", nargs="+", metavar="GROUP=NODE,...",
+                   help="deploy group members (the ACL lets each read its group topic)")
+    s.add_argument("--etc", default="/etc/mosquitto/aegis", metavar="DIR",
+                   help="where the broker keeps ca.crt, broker.crt/.key, aegis.acl, passwd")
+    s.add_argument("--cert-port", type=int, default=8883, help="client-certificate "
+                   "listener (0: none)")
+    s.add_argument("--password-port", type=int, default=8884, help="password listener "
+                   "(0: none)")
+    s.add_argument("--plain-port", type=int, default=0, help="password listener WITHOUT "
+                   "TLS, for boards on a trusted network (default 0: none)")
+    s.add_argument("--bind", metavar="ADDR", help="listen only on this address")
 
     s = cmd("flash", cmd_flash, "put the node runtime on a MicroPython board")
     s.add_argument("--board", required=True, help="pico_w, esp32, esp32c3 or unix")

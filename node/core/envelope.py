@@ -8,7 +8,7 @@
 #
 # Also here: per-source duplicate suppression (`Dedup`) and the persisted
 # per-source sequence counter (`SeqCounter`) that makes suppression work.
-from node.core import cbor
+from node.core import bus, cbor
 
 MAX_DATA = 65536
 MAX_TOPIC = 255
@@ -48,18 +48,12 @@ def check_node_id(node_id, what="node id"):
 
 
 def check_topic(topic):
-    """Event topic: 1..255 bytes UTF-8, '/'-separated non-empty levels,
-    no '+' or '#' (those are filter wildcards, never part of a topic)."""
-    if type(topic) is not str:
-        raise EnvelopeError("topic must be text, got %s" % type(topic).__name__)
-    n = len(topic.encode())
-    if not 1 <= n <= MAX_TOPIC:
-        raise EnvelopeError("topic must be 1..%d bytes, got %d" % (MAX_TOPIC, n))
-    if "+" in topic or "#" in topic or "\x00" in topic:
-        raise EnvelopeError("topic %r must not contain '+', '#' or NUL" % topic)
-    for lvl in topic.split("/"):
-        if not lvl:
-            raise EnvelopeError("topic %r has an empty level" % topic)
+    """Event topic: the bus's rules (1..255 bytes UTF-8, '/'-separated
+    non-empty levels, no '+', '#' or NUL), reported as an EnvelopeError."""
+    try:
+        bus.check_topic(topic)
+    except bus.TopicError as e:
+        raise EnvelopeError(str(e))
 
 
 def check_mod(mod):

@@ -37,17 +37,27 @@ def group_topic(fleet, group):
     return "aegis/%s/group/%s/deploy" % (fleet, group)
 
 
+def reply_filter(fleet):
+    """Every node's deploy/reply topic (an operator pushing to several)."""
+    check_node_id(fleet, "fleet")
+    return "aegis/%s/node/+/deploy/reply" % fleet
+
+
 def status_filter(fleet):
     check_node_id(fleet, "fleet")
     return "aegis/%s/node/+/status" % fleet
 
 
-def encode_status(node_id, online, groups=(), modules=(), max_chunk=0, counts=None, ts=0):
+def encode_status(node_id, online, groups=(), modules=(), max_chunk=0, counts=None, ts=0,
+                  extra=None):
     """Retained status.  `modules` is [{name, version, state}]; `counts` a
-    flat map of ints (outbox drops, dedup, bad messages) for operators."""
-    return cbor.dumps({"node": node_id, "online": bool(online), "groups": list(groups),
-                       "modules": list(modules), "max_chunk": max_chunk,
-                       "counts": counts or {}, "ts": ts})
+    flat map of ints (outbox drops, dedup, bad messages) for operators;
+    `extra` optional keys (a board adds mode, board and ports)."""
+    s = {"node": node_id, "online": bool(online), "groups": list(groups),
+         "modules": list(modules), "max_chunk": max_chunk, "counts": counts or {}, "ts": ts}
+    if extra:
+        s.update(extra)
+    return cbor.dumps(s)
 
 
 def decode_status(b):

@@ -9,12 +9,20 @@ class AbiError(ValueError):
     pass
 
 
-def check_module(wasm, memory_pages):
+def check_module(wasm, memory_pages, metered=False):
     """Parse `wasm` and check it against ABI v1 and the memory limit.
-    Returns (ModuleInfo, [imported ABI names]).  Raises ValueError."""
+    `metered`: the signed manifest says the module is metered, so its one
+    `metering.usegas` import is allowed (node/core/meterverify.py checks
+    how it is used).  Returns (ModuleInfo, [imported ABI names]).
+    Raises ValueError."""
     info = wasmparse.parse(wasm)
     names = []
     for mod, nm, kind, detail in info.imports:
+        if mod == "metering":
+            if not metered:
+                raise AbiError("module imports metering.%s but its manifest does not "
+                               "say it is metered" % nm)
+            continue    # meterverify checks name, type and use
         if mod != MODULE or nm not in IMPORTS or kind != wasmparse.KIND_FUNC:
             raise AbiError("module imports %s.%s, which is not in ABI v1"
                                % (mod, nm))

@@ -6,8 +6,9 @@
 # wasm3 (through pywasm3) meters exactly the modules that import
 # `metering.usegas(i32)`: each call adds its argument to the module's gas
 # counter and traps "Out of gas" past `module.gasLimit`.  This pass adds
-# that import and a charge at the start of every basic block, so the charge
-# is paid *before* the block runs.  See docs/METERING.md.
+# that import and a charge at function entry and at the start of every loop
+# body, each covering all the code up to the next such point, so the charge
+# is paid *before* the code runs.  See docs/METERING.md.
 #
 # Portable (MicroPython too): plain functions, no typing, no I/O.
 
@@ -34,10 +35,21 @@ BULK_SHIFT = 6
 # cost), on top of its static cost: wasm3 takes
 # ~40 us per page grown here (zeroing, page faults), ~16000 fuel's worth.
 PAGE_COST = 20000
-# Added to every charged block: the usegas call is itself the most
-# expensive thing in a short block, and without it a tight loop would run
-# ~10x longer per unit of fuel than straight-line code.
+# Added to every charge: the usegas call is itself the most expensive thing
+# in a short loop body, and without it a tight loop would run ~10x longer
+# per unit of fuel than straight-line code.
 BLOCK_COST = 4
+
+# Host functions cost far more than wasm code: each call crosses into
+# Python and does real work there.  Priced per import from what each ABI v1
+# function takes on a gateway here (~1 us = 500 fuel: a spin of DEFAULT_FUEL
+# takes ~40 ms), so that a loop of host calls is stopped in about the same
+# time as a loop of plain code: emit copies its data and queues an event,
+# state_set appends to the state log, log writes a JSON line.  `call` is
+# priced for its own work; the port adapter's time is bounded by the
+# adapter (timeouts), not by fuel.  Other imports: DEFAULT_COSTS[OP_CALL_HOST].
+HOST_COSTS = {"aegis.emit": 2000, "aegis.state_set": 2000, "aegis.state_get": 1500,
+              "aegis.log": 10000, "aegis.now_ms": 300, "aegis.call": 2000}
 
 _DYN_BULK = (wc.OP_MEMORY_INIT, wc.OP_MEMORY_COPY, wc.OP_MEMORY_FILL,
              wc.OP_TABLE_INIT, wc.OP_TABLE_COPY, wc.OP_TABLE_FILL,
@@ -46,7 +58,7 @@ _DYN_BULK = (wc.OP_MEMORY_INIT, wc.OP_MEMORY_COPY, wc.OP_MEMORY_FILL,
 # Static costs by opcode; anything else is 1.  Block markers cost nothing
 # (wasm3 resolves them at compile time); calls set up a frame.
 DEFAULT_COSTS = {wc.OP_BLOCK: 0, wc.OP_LOOP: 0, wc.OP_END: 0, wc.OP_ELSE: 0,
-                 wc.OP_CALL: 5, wc.OP_CALL_INDIRECT: 10, OP_CALL_HOST: 60,
+                 wc.OP_CALL: 5, wc.OP_CALL_INDIRECT: 10, OP_CALL_HOST: 1000,
                  wc.OP_MEMORY_GROW: 5000}
 for _op in _DYN_BULK:
     DEFAULT_COSTS[_op] = 10
@@ -177,6 +189,7 @@ class _Rewriter:
         self.n_params = []       # parameter count of each type
         self.func_types = []     # type index of each defined function
         self.n_imp = 0           # imported functions
+        self.imp_names = []      # "module.name" of each imported function
         self.imports = []
         self._costs = {}
         self.bulk_shift = BULK_SHIFT
@@ -194,6 +207,14 @@ class _Rewriter:
                 raise MeteringError("cost_fn gave %r for opcode 0x%x" % (c, op))
             self._costs[op] = c
         return c
+
+    def host_cost(self, f):
+        """Cost of a call to imported function f: cost_fn(OP_CALL_HOST) when
+        it gives one, else HOST_COSTS by name, else the default."""
+        if self.cost_fn is not None and self.cost_fn(OP_CALL_HOST) is not None:
+            return self.cost(OP_CALL_HOST)
+        c = HOST_COSTS.get(self.imp_names[f])
+        return self.cost(OP_CALL_HOST) if c is None else c
 
     def remap(self, f):
         """New index of function f: usegas is the last import, so every
@@ -231,6 +252,7 @@ class _Rewriter:
                 if t.u32() >= len(self.types):
                     raise MeteringError("import %s.%s has a bad type index" % (mod, nm))
                 self.n_imp += 1
+                self.imp_names.append(mod + "." + nm)
             elif kind == 2:
                 t = Reader(raw, 0)
                 t.name()

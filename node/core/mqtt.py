@@ -284,11 +284,20 @@ class Client:
     def inflight(self):
         return len(self._inflight)
 
-    def data_to_send(self):
-        """Everything queued for the socket, and forget it (may be b"")."""
+    def data_to_send(self, limit=0):
+        """What is queued for the socket, and forget it (may be b"").  With
+        `limit`, whole packets up to about that many bytes (at least one):
+        a board then never needs one large contiguous block for a burst."""
         o = self._out
         if not o:
             return b""
+        if limit:
+            n, k = len(o[0]), 1
+            while k < len(o) and n + len(o[k]) <= limit:
+                n += len(o[k])
+                k += 1
+            out, self._out = o[:k], o[k:]
+            return out[0] if k == 1 else b"".join(out)
         self._out = []
         if len(o) == 1:
             return o[0]

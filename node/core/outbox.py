@@ -8,12 +8,13 @@
 # filesystems leave after a crash) never parses as a record.  A record's id
 # is its segment's first id plus its position, so ids are never stored.
 #
-# Pushing appends one frame (no sync); acking only changes RAM; `flush()`
-# makes both durable: one sync of the open segment, then the ack state
-# (acks are written after the records they refer to, so the state never
-# names a record the log could lose).  A crash loses at most what was
-# pushed since the last flush and re-delivers what was acked since it --
-# at-least-once, which the receivers' Dedup absorbs.
+# Pushing appends the frames (one store append per batch, no sync); acking
+# only changes RAM; `flush()` makes both durable: one sync of the open
+# segment, then the ack state (acks are written after the records they
+# refer to, so the state never names a record the log could lose).  A
+# crash loses at most what was pushed since the last flush and re-delivers
+# what was acked since it -- at-least-once, which the receivers' Dedup
+# absorbs.
 import binascii
 from array import array
 from node.core import cbor
@@ -136,33 +137,51 @@ class Outbox:
     def push(self, rec):
         """Append one record; returns its id.  Drops the oldest records
         (counted in `dropped`) when the queue is over its limits."""
-        n = len(rec)
-        if n == 0 or n > self.max_record or n > self.max_bytes:
-            raise OutboxError("record is %d bytes; allowed 1..%d"
-                              % (n, min(self.max_record, self.max_bytes)))
-        # The item limit counts ids from the oldest unacked one, not just
-        # live records: one record that is never acked (say the broker
-        # refuses it) must not pin an ever-growing log behind it.
-        while self._live and (self._next - self._head >= self.max_items
-                              or self._bytes + n > self.max_bytes):
-            self._mark(self._head)      # head is always live when _live > 0
-            self.dropped += 1
-        if self._cur is None or self._cur.size >= self.seg_bytes:
-            self._roll()
-        lenb = n.to_bytes(4, "big")
-        seg = self._cur
-        self.store.append(seg.name, lenb + _crc(lenb, rec).to_bytes(4, "big") + bytes(rec))
-        seg.offs.append(seg.size + _HDR)
-        seg.lens.append(n)
-        seg.size += _HDR + n
-        self._dirty_seg = True
-        i = self._next
-        self._next += 1
-        self._live += 1
-        self._bytes += n
-        self.pushed += 1
+        return self.push_many((rec,))
+
+    def push_many(self, recs):
+        """Append records in order with one store append per segment (a
+        driver pushes what one batch of events produced); returns the id of
+        the first (ids are consecutive).  Drops the oldest records (counted
+        in `dropped`) when the queue is over its limits.  All records are
+        checked before any is written."""
+        for rec in recs:
+            n = len(rec)
+            if n == 0 or n > self.max_record or n > self.max_bytes:
+                raise OutboxError("record is %d bytes; allowed 1..%d"
+                                  % (n, min(self.max_record, self.max_bytes)))
+        first = self._next
+        buf = []
+        for rec in recs:
+            n = len(rec)
+            # The item limit counts ids from the oldest unacked one, not just
+            # live records: one record that is never acked (say the broker
+            # refuses it) must not pin an ever-growing log behind it.
+            while self._live and (self._next - self._head >= self.max_items
+                                  or self._bytes + n > self.max_bytes):
+                self._mark(self._head)      # head is always live when _live > 0
+                self.dropped += 1
+            if self._cur is None or self._cur.size >= self.seg_bytes:
+                if buf:
+                    self.store.append(self._cur.name, b"".join(buf))
+                    self._dirty_seg = True      # so _roll syncs it
+                    buf = []
+                self._roll()
+            lenb = n.to_bytes(4, "big")
+            seg = self._cur
+            buf.append(lenb + _crc(lenb, rec).to_bytes(4, "big") + bytes(rec))
+            seg.offs.append(seg.size + _HDR)
+            seg.lens.append(n)
+            seg.size += _HDR + n
+            self._next += 1
+            self._live += 1
+            self._bytes += n
+            self.pushed += 1
+        if buf:
+            self.store.append(self._cur.name, b"".join(buf))
+            self._dirty_seg = True
         self._advance()
-        return i
+        return first
 
     def _roll(self):
         if self._cur is not None and self._dirty_seg:

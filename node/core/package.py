@@ -18,7 +18,9 @@ HEADER_MAX = 16384
 ABI_VERSION = 1
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 DEFAULT_LIMITS = {
-    "fuel": 0,              # 0: unmetered (fuel metering comes with issue 5)
+    # Fuel per aegis_start/aegis_event call of a metered module (see
+    # docs/METERING.md; = metering.DEFAULT_FUEL, ~50 ms of a tight loop).
+    "fuel": 20000000,
     "memory_pages": 16,     # 1 MiB of wasm memory
     "data_max": 65536,      # bytes of event data a module may emit at once
     "state_max": 262144,    # bytes of durable state per module
@@ -144,6 +146,8 @@ def check_manifest(m):
         raise PackageError("limits.memory_pages must be 1..65536")
     if type(m.get("metered", False)) is not bool:
         raise PackageError("manifest metered must be a bool")
+    if m.get("metered") and not 1 <= lim["fuel"] <= 0x7FFFFFFF * 10000:
+        raise PackageError("a metered module needs limits.fuel >= 1")
     return m
 
 

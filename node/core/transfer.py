@@ -181,10 +181,15 @@ def _hash(read_at, size):
 
 class Sender:
     """Pushes one package.  Loop: feed every reply to receive_data(), send
-    what messages_to_send(now) returns, read next_event() until None."""
+    what messages_to_send(now) returns, read next_event() until None.
+
+    eager: send the first window of chunks right behind the first offer,
+    without waiting for its `want` (saves one round trip; for ordered
+    links, where those chunks reach the receiver after the offer).  A
+    receiver that already holds them counts them as duplicates."""
 
     def __init__(self, package, chunk=4096, window=16, name="", version="",
-                 timeout=10000, max_retries=6, sha256=None):
+                 timeout=10000, max_retries=6, sha256=None, eager=False):
         if not MIN_CHUNK <= chunk <= MAX_CHUNK:
             raise TransferError("chunk size must be %d..%d" % (MIN_CHUNK, MAX_CHUNK))
         if not 1 <= window <= MAX_WIN:
@@ -216,6 +221,11 @@ class Sender:
         self.chunks_sent = 0
         self.result = None              # (ok, detail) once finished
         self._offer()
+        self._eager_o = -1              # offer whose want predates the eager chunks
+        if eager:
+            self._eager_o = self._o
+            for i in range(min(window, self.n)):
+                _set(self._need, i)
 
     def _len(self, i):
         return min(self.chunk, self.size - i * self.chunk)
@@ -307,18 +317,26 @@ class Sender:
             if o != self._o or o == self._want_o:
                 return                      # stale or duplicated want
             self._want_o = o
-            self._inflight, self._cursor = {}, 0
+            # Eager chunks went out after this offer: its want cannot know
+            # them yet, so they stay in flight instead of being sent twice.
+            keep = self._inflight if o == self._eager_o else {}
+            self._inflight, self._cursor = keep, 0
             for j in range(len(self._need)):
                 self._need[j] = 0
             for i in range(upto):
                 self._confirm(i)
+            needed = False
             for s, e in rs:
                 for i in range(s, e):
-                    _set(self._need, i)
+                    if i not in keep:
+                        _set(self._need, i)
+                        needed = True
                     if _get(self._conf, i):     # receiver lost it (restart)
                         _clr(self._conf, i)
                         self.confirmed -= self._len(i)
-            self._polled = not rs and upto == self.n
+            # Poll again once everything asked for is out -- unless that is
+            # only what is already in flight: acks and the result will come.
+            self._polled = not needed and upto == self.n
         elif t == "ack":
             rs, upto = _ranges(m, self.n, tid)
             last = m.get("last")
@@ -387,6 +405,7 @@ class Receiver:
         self.is_active, self.idle_ms, self.prefix = is_active, idle_ms, prefix
         self.persist_every = persist_every
         self._t = {}                    # tid -> _T
+        self._ended = []                # recently answered with a result (bounded)
         self._out, self._events = [], []
         self.dups = 0
         self.bad = 0
@@ -400,6 +419,12 @@ class Receiver:
         return out
 
     def _send(self, t, tid, **kw):
+        if t == "result" and tid not in self._ended:
+            # Chunks an eager sender put behind its offer may still come:
+            # drop them quietly instead of answering each "unknown".
+            self._ended.append(tid)
+            if len(self._ended) > 8:
+                self._ended.pop(0)
         self._out.append((tid, _msg(t, tid, **kw)))
 
     def _error(self, tid, code, text):
@@ -507,6 +532,9 @@ class Receiver:
     def _chunk(self, m, tid, now):
         t = self._t.get(tid)
         if t is None:
+            if tid in self._ended:
+                self.dups += 1
+                return
             self._error(tid, "unknown", "unknown transfer %s: send an offer first" % tid)
             return
         i = _field(m, "i", int, 0, t.n - 1, tid)

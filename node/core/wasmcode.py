@@ -272,7 +272,6 @@ def read_const_expr(r, n_types, remap):
 # ---------------------------------------------------------------- code
 _DYN_BULK = (OP_MEMORY_INIT, OP_MEMORY_COPY, OP_MEMORY_FILL, OP_TABLE_INIT,
              OP_TABLE_COPY, OP_TABLE_FILL, OP_TABLE_GROW)
-_DEAD_AFTER = (OP_BR, OP_BR_TABLE, OP_RETURN, OP_UNREACHABLE)
 
 
 def _charge(amount, gas_idx):
@@ -305,15 +304,19 @@ def rewrite_code(rw, r):
 
 
 def _rewrite_body(rw, b, start, end, n_params):
-    """One function body with a charge at the start of each basic block.
+    """One function body with a charge at function entry and at the start
+    of every loop body, and nowhere else (but the dynamic charges of
+    memory.grow and bulk operations, inline just before them).
 
-    A block (segment) starts at function entry, at each loop body (a branch
-    target), at each if/else arm, after each `end` (a branch target of
-    block/if, or the continuation of a loop), and after br/br_table/return/
-    unreachable (dead until the next else/end: not charged).  Its charge is
-    the sum of its instructions' costs, paid before any of them runs.  A
-    block left early by br_if or a trap has paid for its whole length:
-    metering errs toward charging too much, never too little."""
+    Why that is enough: without a loop, code runs forward only, so each
+    instruction of a region -- the function body or a loop body, not
+    counting the loops nested in it -- runs at most once per entry into the
+    region; every back edge re-enters a loop body, and every call enters a
+    function body, each paying again.  The charge of a region is the sum
+    of the costs of all its instructions (both arms of an if, code after a
+    br_if exit, dead code), paid before any of them runs: metering errs
+    toward charging too much, never too little, and a call into wasm3's
+    usegas happens once per call and once per loop iteration."""
     r = Reader(b, start, end)
     groups = r.count()
     gpos = r.pos
@@ -329,10 +332,10 @@ def _rewrite_body(rw, b, start, end, n_params):
     n_types = len(rw.types)
     chunks = []
     stack = []                      # open block/loop/if(/else) opcodes
-    seg = len(chunks)               # where the pending charge goes
+    # Charge regions: the function body and each loop body, each without
+    # the loops nested in it.  [chunk index of its charge, cost so far].
+    regions = [[0, 0]]
     chunks.append(b"")
-    cost = 0
-    live = True
     uses_tmp = False
     while True:
         ipos = r.pos
@@ -344,7 +347,7 @@ def _rewrite_body(rw, b, start, end, n_params):
             chunk = b[ipos:arg_pos] + uleb(rw.remap(arg))
         else:
             chunk = b[ipos:r.pos]
-        cost += rw.cost(key)
+        regions[-1][1] += rw.host_cost(arg) if key == OP_CALL_HOST else rw.cost(key)
         if op in _DYN_BULK:
             # len is on top of the stack: keep it, charge len >> shift.
             uses_tmp = True
@@ -365,34 +368,26 @@ def _rewrite_body(rw, b, start, end, n_params):
         if op == OP_BR or op == OP_BR_IF:
             if arg > len(stack):
                 raise MeteringError("branch to label %d at depth %d" % (arg, len(stack)))
-        boundary = False
         if op == OP_BLOCK or op == OP_LOOP or op == OP_IF:
             stack.append(op)
             if len(stack) > MAX_DEPTH:
                 raise MeteringError("blocks nested deeper than %d" % MAX_DEPTH)
-            boundary = op != OP_BLOCK   # a block body just goes on
-            nxt = True
+            if op == OP_LOOP:
+                regions.append([len(chunks), 0])
+                chunks.append(b"")
         elif op == OP_ELSE:
             if not stack or stack[-1] != OP_IF:
                 raise MeteringError("else without if")
             stack[-1] = OP_ELSE
-            boundary, nxt = True, True
         elif op == OP_END:
-            boundary, nxt = True, True
-        elif op in _DEAD_AFTER:
-            boundary, nxt = True, False
-        if boundary:
-            if live and cost:
-                # the charge itself (a host call) is part of the block's price
-                chunks[seg] = _charge(cost + rw.block_cost, gas)
-            cost = 0
-            if op == OP_END:
-                if not stack:
-                    break           # the function's own end
-                stack.pop()
-            live = nxt
-            seg = len(chunks)
-            chunks.append(b"")
+            if not stack or stack[-1] == OP_LOOP:
+                # A region is complete: its charge, paid on entering it,
+                # covers everything in it (the charge's own call included).
+                seg, cost = regions.pop()
+                chunks[seg] = _charge(max(cost + rw.block_cost, 1), gas)
+            if not stack:
+                break               # the function's own end
+            stack.pop()
     if r.pos != end:
         raise MeteringError("bytes after the end of a function body")
     if uses_tmp:

@@ -9,6 +9,9 @@
     instance.call(export, *args) -> result (None for no result)
         raises Trap on a wasm trap; the engine stays usable
     instance.memory() -> writable buffer of linear memory (fresh every time)
+    instance.budget_setter(fuel) -> callable() that gives a metered module
+        `fuel` for its next call (out of fuel is a Trap); the host calls it
+        before every aegis_start / aegis_alloc / aegis_event / aegis_stop
 
 `load` raises EngineError when wasm3 refuses the module.
 """

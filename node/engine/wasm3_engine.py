@@ -3,6 +3,7 @@ import functools
 
 import wasm3
 
+from node.core.metering import GAS_UNIT
 from node.engine import EngineError, Trap
 
 STACK_BYTES = 64 * 1024
@@ -34,6 +35,13 @@ class Wasm3Instance:
                 return None
             self._funcs[name] = f
         return f
+
+    def budget_setter(self, fuel):
+        """A zero-argument callable giving a metered module `fuel` for its
+        next call.  pywasm3 0.5.0 resets gasUsed whenever gasLimit is set
+        (docs/METERING.md), so one attribute write per call is the whole
+        per-call budget; a C-level partial keeps it cheap on the event path."""
+        return functools.partial(setattr, self.module, "gasLimit", fuel / GAS_UNIT)
 
     def has(self, name):
         return self.find(name) is not None

@@ -14,6 +14,11 @@
     emit = ["alarm/", "avg/"]        # emit prefixes any module may get
     ports = ["facts"]                # ports any module may get
 
+    [limits]                         # optional: bounds for every module
+    allow_unmetered = false          # refuse modules packed with --no-meter
+    fuel_max = 200000000             # largest limits.fuel a manifest may ask
+    memory_pages_max = 1024          # largest limits.memory_pages
+
     [ports.facts]                    # bind port "facts" to an adapter
     adapter = "node_facts"
     [ports.web]
@@ -24,13 +29,21 @@
     [mqtt]                           # optional: without it the node runs standalone
     url = "mqtt://broker:1883"       # or mqtts://broker:8883 with ca/cert/key
     ca = "ca.crt"                    # mqtts: CA bundle; cert/key: client cert
-    username = "gw-1"                # optional, with password
+    cert = "gw-1"                    # or PREFIX of `aegis ca issue` (.crt/.key/.ca.crt)
+    username = "gw-1"                # optional, with password (or password_file)
     groups = ["lab"]                 # deploy groups this node belongs to
     forward = ["#"]                  # event filters sent to the mesh (default all)
     accept = ["#"]                   # event filters taken from the mesh (default all)
     outbox_max = 10000               # events kept while the broker is away
     outbox_bytes = 4194304
     max_chunk = 16384                # largest push chunk this node accepts
+
+    [quic]                           # optional: push and gateway mesh over QUIC,
+    listen = "0.0.0.0:4433"          # mutual TLS (keys in node/quic/config.py,
+    cert = "gw-1.crt"                # docs/QUIC.md)
+    key = "gw-1.key"
+    ca = "gw-1.ca.crt"
+    peers = ["10.0.0.2:4433"]
 """
 import os
 import tomllib
@@ -92,6 +105,7 @@ class Config:
                 if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                     raise ConfigError("config: policy.%s must be a list of strings" % k)
                 self.policy[k] = v
+        self.limits = _limits(d.get("limits", {}))
         self.ports = {}
         ports = d.get("ports", {})
         if not isinstance(ports, dict):
@@ -110,6 +124,31 @@ class Config:
                 raise ConfigError("%s: %s" % (where, e))
             self.ports[name] = spec
         self.mqtt = MqttConfig(d["mqtt"], rel) if "mqtt" in d else None
+        self.quic = None                # [quic]: node/quic/config.py documents it
+        if "quic" in d:
+            from node.quic.config import QuicConfig
+            self.quic = QuicConfig(d["quic"], rel, self.node_id)
+
+
+def _limits(lim):
+    """[limits]: what this node lets any module have (docs/METERING.md)."""
+    from node.admission import Limits
+    if not isinstance(lim, dict):
+        raise ConfigError("config: [limits] must be a table")
+    extra = sorted(set(lim) - {"allow_unmetered", "fuel_max", "memory_pages_max"})
+    if extra:
+        raise ConfigError("config [limits]: unknown key(s) %s (known: allow_unmetered, "
+                          "fuel_max, memory_pages_max)" % ", ".join(extra))
+    allow = lim.get("allow_unmetered", False)
+    if not isinstance(allow, bool):
+        raise ConfigError("config [limits]: allow_unmetered must be true or false")
+    out = []
+    for k, dflt, hi in (("fuel_max", 200000000, 1 << 40), ("memory_pages_max", 1024, 65536)):
+        v = lim.get(k, dflt)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+            raise ConfigError("config [limits]: %s must be an integer in 1..%d" % (k, hi))
+        out.append(v)
+    return Limits(allow, out[0], out[1])
 
 
 def _filters(m, key):
@@ -132,7 +171,8 @@ class MqttConfig:
         from node.mqtt.link import UrlError, parse_url
         if not isinstance(m, dict):
             raise ConfigError("config: [mqtt] must be a table")
-        known = {"url", "ca", "cert", "key", "username", "password", "groups", "forward",
+        known = {"url", "ca", "cert", "key", "username", "password", "password_file",
+                 "groups", "forward",
                  "accept", "outbox_max", "outbox_bytes", "max_chunk", "max_package",
                  "keepalive", "inflight"}
         extra = sorted(set(m) - known)
@@ -149,14 +189,33 @@ class MqttConfig:
             if v is not None and not isinstance(v, str):
                 raise ConfigError("config [mqtt]: %s must be a file path" % k)
             setattr(self, k, rel(v) if v else None)
-        if (self.cert is None) != (self.key is None):
-            raise ConfigError("config [mqtt]: cert and key go together")
-        if not tls and (self.ca or self.cert):
+        if not tls and (self.ca or self.cert or self.key):
             raise ConfigError("config [mqtt]: ca/cert/key need an mqtts:// url")
+        if tls:
+            # Check the files now (cert = PREFIX of `aegis ca issue` allowed):
+            # a typo is a clear start-up error, not a link that never comes up.
+            from node.mqtt import tls as T
+            try:
+                self.ca, self.cert, self.key = T.resolve(self.ca, self.cert, self.key)
+                T.context(self.ca, self.cert, self.key)
+            except T.TlsFileError as e:
+                raise ConfigError("config [mqtt]: %s" % e)
         self.username, self.password = m.get("username"), m.get("password")
         for k in ("username", "password"):
             if getattr(self, k) is not None and not isinstance(getattr(self, k), str):
                 raise ConfigError("config [mqtt]: %s must be a string" % k)
+        pf = m.get("password_file")
+        if pf is not None:
+            # Keeps the secret out of a config file that many may read.
+            if not isinstance(pf, str) or self.password is not None:
+                raise ConfigError("config [mqtt]: password_file is a path, instead of password")
+            try:
+                with open(rel(pf)) as f:
+                    self.password = f.readline().rstrip("\r\n")
+            except OSError as e:
+                raise ConfigError("config [mqtt]: password_file: %s" % e)
+        if self.password is not None and self.username is None:
+            raise ConfigError("config [mqtt]: a password needs a username")
         self.groups = m.get("groups", [])
         if not isinstance(self.groups, list) or not all(isinstance(g, str) for g in self.groups):
             raise ConfigError("config [mqtt]: groups must be a list of names")

@@ -16,6 +16,7 @@ from node.host import InstallError, ModuleHost
 from node.store import DirStore
 
 PUMP_BATCH = 2000
+PUMP_SLICE_S = 0.02
 FOLLOW_QUEUE = 10000
 
 
@@ -64,13 +65,16 @@ class Gateway:
         self.store = DirStore(cfg.store_dir)
         self.host = ModuleHost(self.store, cfg.node_id, keys.load_verifiers(cfg.trusted_keys),
                                logger=self.log, max_traps=cfg.max_traps,
-                               trap_window_ms=cfg.trap_window_ms, policy=cfg.policy)
+                               trap_window_ms=cfg.trap_window_ms, policy=cfg.policy,
+                               limits=cfg.limits)
         self.host.ports = adapters.bind(cfg.ports)
         self.started = time.time()
         self._pump_scheduled = False
+        self.pump_max_ms = self.pump_max_cpu_ms = 0.0
         self._stop = None
         self.server = None
         self.mesh = None    # node.mqtt.mesh.Mesh when the config has [mqtt]
+        self.quic = None    # node.quic.node.QuicNode when the config has [quic]
         self.loop = None
 
     # ---- pumping ---------------------------------------------------------
@@ -81,7 +85,15 @@ class Gateway:
 
     def _pump(self):
         self._pump_scheduled = False
-        self.host.pump(PUMP_BATCH)
+        # Time-sliced: the control socket and the mesh are served between
+        # slices, and after any trap (one fuel budget at most, ~50 ms).
+        t0, c0 = time.perf_counter(), time.thread_time()
+        self.host.pump(PUMP_BATCH, PUMP_SLICE_S)
+        # The longest the loop was held by one slice of events: wall time,
+        # and CPU time (what the modules really took, whatever else the
+        # machine was doing).
+        self.pump_max_ms = max(self.pump_max_ms, (time.perf_counter() - t0) * 1000)
+        self.pump_max_cpu_ms = max(self.pump_max_cpu_ms, (time.thread_time() - c0) * 1000)
         if self.mesh:
             self.mesh.fwd.after_pump()  # one outbox flush per batch, then send
         if self.host.queue:
@@ -129,8 +141,10 @@ class Gateway:
             return {"ok": True, "node_id": self.cfg.node_id, "fleet": self.cfg.fleet,
                     "uptime_s": round(time.time() - self.started, 1),
                     "modules": h.module_list(), "counts": dict(h.counts),
-                    "ports": sorted(h.ports),
-                    "mqtt": self.mesh.stats() if self.mesh else None}
+                    "ports": sorted(h.ports), "pump_max_ms": round(self.pump_max_ms, 1),
+                    "pump_max_cpu_ms": round(self.pump_max_cpu_ms, 1),
+                    "mqtt": self.mesh.stats() if self.mesh else None,
+                    "quic": self.quic.stats() if self.quic else None}
         if op == "modules":
             return {"ok": True, "modules": h.module_list()}
         if op == "install":
@@ -138,6 +152,17 @@ class Gateway:
             if not isinstance(data, bytes):
                 raise ValueError("install needs the package bytes")
             r = h.install(data, rollback=bool(req.get("rollback")))
+            self.kick()
+            if self.mesh:
+                self.mesh.status_changed()
+            r["ok"] = True
+            return r
+        if op == "rollback":
+            st, pkg = req.get("statement"), req.get("package")
+            if not isinstance(st, bytes) or not (pkg is None or isinstance(pkg, bytes)):
+                raise ValueError("rollback needs the signed statement bytes "
+                                 "(and optionally the package bytes)")
+            r = h.rollback(st, pkg)
             self.kick()
             if self.mesh:
                 self.mesh.status_changed()
@@ -212,6 +237,7 @@ class Gateway:
         self.host.ports = ports
         self.host.verifiers = verifiers
         self.host.policy = cfg.policy
+        self.host.limits = cfg.limits
         for mod in self.host.modules.values():
             if mod.active is not None:
                 mod.active.abi.caps = caps_for(mod.active.manifest, cfg.policy)
@@ -240,6 +266,10 @@ class Gateway:
             from node.mqtt.mesh import Mesh
             self.mesh = Mesh(self, self.cfg.mqtt)
             self.mesh.start()
+        if self.cfg.quic is not None:   # after [mqtt]: it bridges to that link
+            from node.quic.node import QuicNode
+            self.quic = QuicNode(self, self.cfg.quic)
+            await self.quic.start()
         self.kick()
         self.log("info", "gateway started", fleet=self.cfg.fleet, socket=path,
                  store=self.cfg.store_dir, modules=[m["name"] + "@" + m["version"]
@@ -252,6 +282,8 @@ class Gateway:
         self.host.flush()
         if self.mesh:
             await self.mesh.stop()
+        if self.quic:
+            await self.quic.stop()
         try:
             os.unlink(path)
         except FileNotFoundError:

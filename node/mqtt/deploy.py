@@ -4,7 +4,7 @@ deploy/reply topic.  Runs on the gateway's event loop thread."""
 import hashlib
 import time
 
-from node.core import transfer as T
+from node.core import cbor, rollback as RB, transfer as T
 from node.core.fleet import reply_topic
 from node.host import InstallError
 
@@ -37,8 +37,30 @@ class Deployer:
         return slot.life.state if self._sha[key] == sha else None
 
     def on_message(self, topic, payload):
+        if RB.is_statement(payload):
+            self._rollback(payload)
+            return
         self.rx.receive_data(payload, now_ms())
         self._drain()
+
+    def _rollback(self, stmt):
+        """A signed rollback statement (`aegis rollback --out`), published on
+        this node's deploy topic; answered like a transfer result, with id =
+        the first 16 bytes of sha256(statement) in hex."""
+        tid = hashlib.sha256(bytes(stmt)).hexdigest()[:32]
+        try:
+            r = self.host.rollback(stmt)
+        except (InstallError, ValueError) as e:
+            self.counts["refused"] += 1
+            self.log("warn", "rollback refused", reason=str(e))
+            reply = {"t": "result", "id": tid, "ok": False, "error": str(e)}
+        else:
+            reply = {"t": "result", "id": tid, "ok": True, "state": r["state"],
+                     "module": "%s@%s" % (r["name"], r["version"])}
+            self.gw.kick()
+            self.gw.mesh.status_changed()
+        self._pending.append(cbor.dumps(reply))
+        self.flush_replies()
 
     def tick(self):
         self.rx.tick(now_ms())

@@ -7,6 +7,7 @@ origin's `src`, which is never our node id, so the tap recognises them
 without any marking; envelopes carrying our own `src` are dropped on the
 way in (they came back through a bridge).
 """
+import collections
 import time
 
 from node.core import envelope as E
@@ -16,9 +17,18 @@ from node.core.outbox import Outbox, OutboxError
 NOT_MODULES = ("", "cli", "mesh")
 STALL_S = 30.0      # in flight without any PUBACK this long: resend from head
 FLUSH_S = 0.05      # outbox fsync at most this often (appends reach the OS at once)
+BATCH_MAX = 1000    # events a tap holds before appending them to the outbox
+RAM_BYTES = 8 << 20  # unsent records also kept in RAM (beyond: read back from the store)
 
 
 class Forwarder:
+    """Events out: tap() encodes each event this node's modules raise;
+    after_pump() appends the batch to the outbox in one write and publishes
+    from RAM with up to `inflight` unacked; PUBACKs ack outbox records; the
+    outbox is flushed (fsync + ack state) at most every FLUSH_S.  After a
+    gateway restart, a drop or a resend, records are read back from the
+    outbox on the store, which is the truth."""
+
     def __init__(self, gw, link, mcfg):
         self.gw, self.link, self.log = gw, link, gw.log
         self.host, self.node_id, self.fleet = gw.host, gw.cfg.node_id, gw.cfg.fleet
@@ -33,10 +43,15 @@ class Forwarder:
         self._sent_upto = -1    # highest outbox id handed to paho
         self._last_ack = time.monotonic()
         self._dropped_logged = self.outbox.dropped
-        self._dirty = False
         self._flush_at = None   # loop timer of the pending outbox flush
-        self._fresh = {}        # outbox id -> (mqtt topic, record), not yet sent
+        self._batch = []        # (topic, record) encoded by tap, not yet in the outbox
+        # Unsent records in id order, all ids > _sent_upto and consecutive
+        # (id, mqtt topic, record); _ram_bytes bounds it.
+        self._ram = collections.deque()
+        self._ram_bytes = 0
         self._ev_base = E.ev_topic(self.fleet, self.node_id, "x")[:-1]
+        self._forward_ok = {}   # topic -> bool, the forward filter's verdict
+        self.bridge = None      # node.quic.mesh.Mesh when [quic] bridges to this link
         self.counts = {"forwarded": 0, "received": 0, "dups": 0, "own": 0,
                        "bad_envelopes": 0, "not_accepted": 0}
         if len(self.outbox):
@@ -48,34 +63,74 @@ class Forwarder:
         """host tap: called for every event, inside host.pump()."""
         if ev.src != self.node_id or ev.mod in NOT_MODULES or ev.topic.startswith("$"):
             return
-        if self.forward is not None and not any(matches(f, ev.topic) for f in self.forward):
+        ok = True
+        if self.forward is not None:
+            ok = self._forward_ok.get(ev.topic)
+            if ok is None:
+                ok = any(matches(f, ev.topic) for f in self.forward)
+                if len(self._forward_ok) < 4096:
+                    self._forward_ok[ev.topic] = ok
+        if not ok and self.bridge is None:
             return
         try:
             rec = E.encode(self.node_id, self.seq.take(), ev.ts, ev.topic, ev.data, ev.mod)
-            i = self.outbox.push(rec)
-        except (E.EnvelopeError, OutboxError) as e:
+        except E.EnvelopeError as e:
             self.log("warn", "event not forwarded", topic=ev.topic, mod=ev.mod, error=str(e))
             return
-        # Fresh records go out from RAM; the store copy is for restarts.
-        if len(self._fresh) < 4 * self.window:
-            self._fresh[i] = (self._ev_base + ev.topic, rec)
-        self._dirty = True
+        if self.bridge is not None:
+            self.bridge.own(rec, ev.topic)      # encoded once for both transports
+        if not ok:
+            return
+        self._batch.append((self._ev_base + ev.topic, rec))
+        if len(self._batch) >= BATCH_MAX:
+            self._commit()
+
+    def publish_foreign(self, env, rec):
+        """An envelope from another transport (QUIC), new to our Dedup:
+        out on MQTT under its origin's tree, through the same outbox."""
+        self._batch.append((E.ev_topic(self.fleet, env.src, env.topic), rec))
+        self.gw.kick()      # the pump's after_pump() commits and sends it
+
+    def _commit(self):
+        """Append the tapped batch to the outbox: one store append (a
+        batch is what one pump produced, so this costs no latency)."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            first = self.outbox.push_many([r for _, r in batch])
+        except OutboxError:         # a record over the outbox's own limits:
+            for topic, rec in batch:    # keep the others, name the culprit
+                try:
+                    self._keep(self.outbox.push(rec), topic, rec)
+                except OutboxError as e:
+                    self.log("warn", "event not forwarded", mqtt_topic=topic, error=str(e))
+        else:
+            for k, (topic, rec) in enumerate(batch):
+                self._keep(first + k, topic, rec)
+        if self._flush_at is None:
+            self._flush_at = self.gw.loop.call_later(FLUSH_S, self.flush)
+        if self.outbox.dropped != self._dropped_logged:
+            self._ram.clear()       # some of them may be the dropped ones
+            self._ram_bytes = 0
+            self.log("warn", "outbox full: dropped oldest events",
+                     dropped=self.outbox.dropped - self._dropped_logged,
+                     dropped_total=self.outbox.dropped, limit=self.outbox.max_items)
+            self._dropped_logged = self.outbox.dropped
+
+    def _keep(self, i, topic, rec):
+        # Only a gap-free run after what was sent can be sent from RAM.
+        nxt = self._ram[-1][0] + 1 if self._ram else self._sent_upto + 1
+        if i == nxt and self._ram_bytes + len(rec) <= RAM_BYTES:
+            self._ram.append((i, topic, rec))
+            self._ram_bytes += len(rec)
 
     def after_pump(self):
-        """After a batch of events: fill the send window now, and flush the
-        outbox soon.  Appends are already in the OS (they survive kill -9);
-        the flush (fsync + ack state) is what a power cut needs, and one
-        per FLUSH_S bounds its cost when events arrive one at a time."""
-        if self._dirty:
-            self._dirty = False
-            if self._flush_at is None:
-                self._flush_at = self.gw.loop.call_later(FLUSH_S, self.flush)
-            if self.outbox.dropped != self._dropped_logged:
-                self._fresh.clear()     # some of them may be the dropped ones
-                self.log("warn", "outbox full: dropped oldest events",
-                         dropped=self.outbox.dropped - self._dropped_logged,
-                         dropped_total=self.outbox.dropped, limit=self.outbox.max_items)
-                self._dropped_logged = self.outbox.dropped
+        """After a batch of events: into the outbox, then fill the send
+        window.  Appends are in the OS at once (they survive kill -9); the
+        flush (fsync + ack state) is what a power cut needs, and one per
+        FLUSH_S bounds its cost."""
+        self._commit()
         self.send_more()
 
     def flush(self):
@@ -92,47 +147,52 @@ class Forwarder:
                          inflight=len(self._inflight))
                 self.resend_all()
             return
-        nxt = self._sent_upto + 1
-        if nxt in self._fresh:
-            todo = []
-            while nxt in self._fresh and len(todo) < room:
-                todo.append((nxt,) + self._fresh.pop(nxt))
-                nxt += 1
+        ram = self._ram
+        if ram and ram[0][0] == self._sent_upto + 1:
+            todo = [ram.popleft() for _ in range(min(room, len(ram)))]
+            self._ram_bytes -= sum(len(r) for _, _, r in todo)
         else:
-            self._fresh.clear()     # after a restart/drop/resend: the store is the truth
+            ram.clear()             # after a restart/drop/resend: the store is the truth
+            self._ram_bytes = 0
             todo = self._from_store(room)
-        for i, topic, rec in todo:
-            mid = self.link.publish(topic, rec, qos=1)
+        if todo and not self._inflight:
+            self._last_ack = time.monotonic()
+        publish, inflight = self.link.publish, self._inflight
+        for k, (i, topic, rec) in enumerate(todo):
+            mid = publish(topic, rec, qos=1)
             if mid is None:
+                # Link down: the rest goes back to the front of the line.
+                for item in reversed(todo[k:]):
+                    ram.appendleft(item)
+                    self._ram_bytes += len(item[2])
                 break
-            if not self._inflight:
-                self._last_ack = time.monotonic()
-            self._inflight[mid] = i
+            inflight[mid] = i
             self._sent_upto = i
 
     def _from_store(self, room):
         out = []
         for i, rec in self.outbox.peek(room, after=self._sent_upto):
             try:
-                out.append((i, E.ev_topic(self.fleet, self.node_id, E.decode(rec).topic), rec))
+                env = E.decode(rec)     # src: ours, or a bridged origin's
+                out.append((i, E.ev_topic(self.fleet, env.src, env.topic), rec))
             except E.EnvelopeError as e:  # cannot happen for what we wrote
                 self.log("error", "unreadable outbox record dropped", id=i, error=str(e))
                 self.outbox.ack(i)
         return out
 
-    def on_puback(self, mid):
-        i = self._inflight.pop(mid, None)
-        if i is None:
-            return
-        self._last_ack = time.monotonic()
-        if self.outbox.ack(i):
-            self.counts["forwarded"] += 1
-        self._dirty_acks()
-
-    def _dirty_acks(self):
-        # Coalesce: many PUBACKs cost one state write per FLUSH_S.
-        if self._flush_at is None:
-            self._flush_at = self.gw.loop.call_later(FLUSH_S, self.flush)
+    def on_puback(self, mids):
+        """PUBACKs (a list of MQTT message ids, as the link batches them)."""
+        acked = 0
+        for mid in mids:
+            i = self._inflight.pop(mid, None)
+            if i is not None and self.outbox.ack(i):
+                acked += 1
+        if acked:
+            self.counts["forwarded"] += acked
+            self._last_ack = time.monotonic()
+            # Coalesce: many PUBACKs cost one state write per FLUSH_S.
+            if self._flush_at is None:
+                self._flush_at = self.gw.loop.call_later(FLUSH_S, self.flush)
         self.send_more()
 
     def resend_all(self):
@@ -140,6 +200,8 @@ class Forwarder:
         record (duplicates are fine: receivers run Dedup)."""
         self._inflight.clear()
         self._sent_upto = -1
+        self._ram.clear()
+        self._ram_bytes = 0
         self.send_more()
 
     def on_connect(self):
@@ -184,6 +246,8 @@ class Forwarder:
             self._warn("mesh event refused", src=env.src, topic=topic, error=str(e))
             return
         c["received"] += 1
+        if self.bridge is not None:
+            self.bridge.relayed(env, payload)
         self.gw.kick()
 
     def _warn(self, msg, **kw):

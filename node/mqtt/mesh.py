@@ -27,6 +27,8 @@ class Mesh:
         self._task = None
         self._last_status = None
         self._status_due = True
+        self._errors = {}                   # kind -> count (link.py on_error)
+        self._err_logged = (None, 0.0)
 
     def start(self):
         loop = self.gw.loop
@@ -37,13 +39,27 @@ class Mesh:
                          on_puback=self._on_puback,
                          will=(self.status_topic, self._status(False)),
                          ca=m.ca, cert=m.cert, key=m.key, username=m.username,
-                         password=m.password, keepalive=m.keepalive, inflight=m.inflight)
+                         password=m.password, keepalive=m.keepalive, inflight=m.inflight,
+                         on_error=self._on_error)
         self.fwd = Forwarder(self.gw, self.link, m)
         self.deploy = Deployer(self.gw, self.link, m)
         self.gw.host.taps.append(self.fwd.tap)
         self.link.start()
         self._task = asyncio.ensure_future(self._ticker())
         self.log("info", "mqtt link starting", url=m.url, groups=m.groups)
+        self._check_identity()
+
+    def _check_identity(self):
+        # A broker set up as docs/SECURITY.md knows a certificate client by
+        # its CN: any other node_id would see all its publishes refused.
+        m, node = self.cfg, self.gw.cfg.node_id
+        if m.cert and m.username is None:
+            from node.mqtt.tls import cert_cn
+            cn = cert_cn(m.cert)
+            if cn != node:
+                self.log("warn", "mqtt certificate names another node; a broker that takes "
+                         "the CN as user name will refuse this node's topics",
+                         cert_cn=cn, node_id=node)
 
     async def stop(self):
         if self._task:
@@ -60,7 +76,9 @@ class Mesh:
     # ---- link callbacks (event loop thread) --------------------------
     def _on_connect(self):
         # clean_session: subscriptions are made again on every connect.
-        self.link.subscribe(self.fwd.subscriptions() + self.deploy_topics)
+        # no_local: the broker keeps our own events to itself.
+        self.link.subscribe(self.fwd.subscriptions(), no_local=True)
+        self.link.subscribe(self.deploy_topics)
         self.log("info", "mqtt connected", url=self.cfg.url, connects=self.link.connects)
         self._status_due = True
         self.publish_status()
@@ -73,8 +91,20 @@ class Mesh:
         self.log("warn", "mqtt disconnected; reconnecting", url=self.cfg.url,
                  outbox=len(self.fwd.outbox))
 
-    def _on_puback(self, mid):
-        self.fwd.on_puback(mid)
+    def _on_puback(self, mids):
+        self.fwd.on_puback(mids)
+
+    def _on_error(self, text, kind):
+        # Wrong CA, refused certificate or password, ACL: the link keeps
+        # retrying (backing off) and the node keeps serving locally.  One
+        # log line per new reason, then one a minute while it persists.
+        self._errors[kind] = self._errors.get(kind, 0) + 1
+        now = time.monotonic()
+        if text != self._err_logged[0] or now - self._err_logged[1] >= 60:
+            self._err_logged = (text, now)
+            self.log("error", "mqtt denied a publish" if kind == "denied"
+                     else "mqtt connect failed; retrying", url=self.cfg.url, kind=kind,
+                     error=text, count=self._errors[kind])
 
     def _on_message(self, topic, payload):
         try:
@@ -112,7 +142,7 @@ class Mesh:
             await asyncio.sleep(STATUS_EVERY_S / 5)
             try:
                 self.deploy.tick()
-                self.fwd.send_more()
+                self.fwd.after_pump()   # events a pump outside the gateway's left
                 self._n = getattr(self, "_n", 0) + 1
                 if self._n % 5 == 0:
                     self._status_due = True
@@ -122,7 +152,8 @@ class Mesh:
 
     def stats(self):
         d = {"url": self.cfg.url, "connected": self.link.connected,
-             "groups": self.cfg.groups}
+             "groups": self.cfg.groups, "last_error": self.link.last_error,
+             "errors": dict(self._errors)}
         d.update(self.fwd.stats())
         d.update({"deploy_" + k: v for k, v in self.deploy.stats().items()})
         return d

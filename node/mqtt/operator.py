@@ -7,15 +7,29 @@ import time
 
 from node.core import fleet as F
 from node.core.envelope import EnvelopeError
-from node.mqtt.link import Link
+from node.mqtt.link import Link, LinkError
+
+# Denied publishes: the operator tools publish only where an operator may.
+_NOT_OPERATOR = ("; this needs the operator's credentials (the broker's ACL gives "
+                 "nodes only their own topics, docs/SECURITY.md)")
 
 
 class Session:
     def __init__(self, url, on_message, on_connect=None, on_disconnect=None, **tls):
         self.q = queue.Queue()
+        self.fatal = None
         self.link = Link(url, "aegis-cli-%d-%s" % (os.getpid(), os.urandom(3).hex()),
                          lambda fn, *a: self.q.put((fn, a)), on_message,
-                         on_connect=on_connect, on_disconnect=on_disconnect, **tls)
+                         on_connect=on_connect, on_disconnect=on_disconnect,
+                         on_error=self._on_error, **tls)
+
+    def _on_error(self, text, kind):
+        # A CLI run gives up on what retrying cannot fix (wrong CA, refused
+        # certificate or password, ACL); a broker that is down may come back.
+        if kind != "net" and self.fatal is None:
+            self.fatal = LinkError("%s: %s%s" % (self.link.url, text,
+                                                 _NOT_OPERATOR if kind == "denied" else ""),
+                                   kind)
 
     def start(self):
         self.link.start()
@@ -23,7 +37,8 @@ class Session:
 
     def run_once(self, timeout):
         """Wait up to `timeout` s for a callback, then run it and every
-        other one already queued (bounded: what is queued now)."""
+        other one already queued (bounded: what is queued now).  Raises
+        LinkError once the broker refused us for good."""
         try:
             fn, a = self.q.get(timeout=timeout) if timeout > 0 else self.q.get_nowait()
         except queue.Empty:
@@ -32,6 +47,8 @@ class Session:
         for _ in range(self.q.qsize()):
             fn, a = self.q.get_nowait()
             fn(*a)
+        if self.fatal:
+            raise self.fatal
 
     def wait(self, cond, timeout):
         deadline = time.monotonic() + timeout
@@ -43,39 +60,52 @@ class Session:
         self.link.stop()
 
 
-def fleet_status(url, fleet, timeout=5.0, settle=0.0, **tls):
-    """{node_id: status} from the retained status messages, plus a list of
-    messages that failed to parse.  Retained messages come right after the
-    SUBACK; a round trip through the broker on a private topic marks the
-    point after which all of them have been delivered."""
-    nodes, bad, marks = {}, [], []
-    mark = "aegis/%s/_cli/%s" % (fleet, os.urandom(6).hex())
-    filt = F.status_filter(fleet)
+class StatusWatch:
+    """Collects the retained statuses of a fleet on a Session.  Retained
+    messages come right after the SUBACK; a round trip through the broker
+    on a private topic marks the point after which all of them have been
+    delivered (`ready`).  Subscribing `extra` filters in the same request
+    means they are active by then too."""
 
-    def on_message(topic, payload):
-        if topic == mark:
-            marks.append(1)
+    def __init__(self, fleet):
+        self.nodes, self.bad, self.ready = {}, [], False
+        self.mark = "aegis/%s/_cli/%s" % (fleet, os.urandom(6).hex())
+        self.filt = F.status_filter(fleet)
+
+    def subscribe(self, link, extra=()):
+        link.c.subscribe([(self.filt, 1)] + [(f, 1) for f in extra] + [(self.mark, 1)])
+        link.c.publish(self.mark, b"", qos=1)
+
+    def on_message(self, topic, payload):
+        if topic == self.mark:
+            self.ready = True
             return
-        if not payload:
-            return      # a cleared retained status
+        if not payload or not topic.endswith("/status"):
+            return      # a cleared retained status, or not ours
         try:
             s = F.decode_status(payload)
         except EnvelopeError as e:
-            bad.append("%s: %s" % (topic, e))
+            self.bad.append("%s: %s" % (topic, e))
             return
-        nodes[s["node"]] = s
+        self.nodes[s["node"]] = s
 
-    def on_connect():
-        s.link.c.subscribe([(filt, 1), (mark, 1)])
-        s.link.c.publish(mark, b"", qos=1)
+    def wait(self, sess, url, timeout):
+        if not sess.wait(lambda: self.ready, timeout):
+            last = sess.link.last_error
+            raise ConnectionError("no answer from the broker at %s within %.0fs%s"
+                                  % (url, timeout, " (%s)" % last if last else ""))
 
-    s = Session(url, on_message, on_connect, **tls).start()
+
+def fleet_status(url, fleet, timeout=5.0, settle=0.0, **tls):
+    """{node_id: status} from the retained status messages, plus a list of
+    messages that failed to parse."""
+    w = StatusWatch(fleet)
+    s = Session(url, w.on_message, lambda: w.subscribe(s.link), **tls).start()
     try:
-        if not s.wait(lambda: marks, timeout):
-            raise ConnectionError("no answer from the broker at %s within %.0fs" % (url, timeout))
+        w.wait(s, url, timeout)
         end = time.monotonic() + settle
         while time.monotonic() < end:
             s.run_once(end - time.monotonic())
     finally:
         s.stop()
-    return nodes, bad
+    return w.nodes, w.bad

@@ -13,7 +13,7 @@ import time
 from node.core import fleet as F
 from node.core import package as pk
 from node.core import transfer as T
-from node.mqtt.operator import Session, fleet_status
+from node.mqtt.operator import Session, StatusWatch
 
 
 class PushError(Exception):
@@ -58,38 +58,52 @@ def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None,
         hdr = pk.parse_header(data[:12 + pk.HEADER_MAX])
     except pk.PackageError as e:
         raise PushError("not a package: %s" % e)
-    statuses, _ = fleet_status(url, fleet, **tls)
-    targets = {}
-    for node in targets_for(to, statuses, fleet):
-        adv = statuses[node]["max_chunk"] or T.MAX_CHUNK
-        c = max(T.MIN_CHUNK, min(chunk, adv))
-        s = T.Sender(data, chunk=c, window=window, name=hdr.name, version=hdr.version,
-                     timeout=3000, max_retries=20)
-        targets[node] = Target(node, fleet, s)
-    by_reply = {t.reply: t for t in targets.values()}
-    log("pushing %s@%s (%d bytes) to %s" % (hdr.name, hdr.version, len(data),
-                                            ", ".join(sorted(targets))))
+    # One connection for both steps: the statuses (which nodes, their
+    # chunk sizes) and the replies of every node, subscribed in the same
+    # request, so the replies subscription is active before the first offer.
+    watch = StatusWatch(fleet)
+    targets, by_reply = {}, {}
 
     def on_message(topic, payload):
         t = by_reply.get(topic)
         if t is not None:
             t.sender.receive_data(payload, int(time.monotonic() * 1000))
+        else:
+            watch.on_message(topic, payload)
 
     def on_connect():
-        sess.link.subscribe(list(by_reply))
+        watch.subscribe(sess.link, [F.reply_filter(fleet)])
         if sess.link.connects > 1:
             log("reconnected to %s; resuming" % url)
             for t in targets.values():
                 t.sender.reconnected(int(time.monotonic() * 1000))
 
     sess = Session(url, on_message, on_connect, **tls).start()
-    deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline and any(t.result is None for t in targets.values()):
-            sess.run_once(0.05)
+        watch.wait(sess, url, 5.0)
+        for node in targets_for(to, watch.nodes, fleet):
+            adv = watch.nodes[node]["max_chunk"] or T.MAX_CHUNK
+            c = max(T.MIN_CHUNK, min(chunk, adv))
+            # eager: MQTT keeps one client's messages on a topic in order,
+            # so the first window can follow the offer without waiting --
+            # unless the node says it runs this version (likely a no-op:
+            # then the offer alone answers it, without a chunk).
+            running = any(m.get("name") == hdr.name and m.get("version") == hdr.version
+                          for m in watch.nodes[node]["modules"])
+            s = T.Sender(data, chunk=c, window=window, name=hdr.name, version=hdr.version,
+                         timeout=3000, max_retries=20, eager=not running)
+            targets[node] = Target(node, fleet, s)
+        by_reply.update((t.reply, t) for t in targets.values())
+        log("pushing %s@%s (%d bytes) to %s" % (hdr.name, hdr.version, len(data),
+                                                ", ".join(sorted(targets))))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
             now = int(time.monotonic() * 1000)
             for t in targets.values():
                 _step(sess, t, now, log)
+            if all(t.result is not None for t in targets.values()):
+                break
+            sess.run_once(0.05)
     finally:
         sess.stop()
     out = {}

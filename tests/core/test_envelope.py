@@ -6,12 +6,7 @@ from node.core.envelope import EnvelopeError
 from node.core.store import MemStore
 
 
-def raises(exc, fn, *a):
-    try:
-        fn(*a)
-    except exc as e:
-        return e
-    raise AssertionError("%s not raised" % exc.__name__)
+from helpers import raises
 
 
 GOOD = {"src": "gw-1", "seq": 7, "ts": 1700000000000, "topic": "sensors/temp",

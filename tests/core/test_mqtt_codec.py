@@ -402,3 +402,21 @@ def test_error_then_reset_recovers():
     c.receive_data(CONNACK, 0)
     assert type(c.next_event()) is Connected
     assert bytes(c.data_to_send()) == h("3a09") + b"\x00\x01t" + bytes([0, pid]) + b"keep"
+
+
+def test_data_to_send_with_a_limit_hands_out_whole_packets():
+    c = connected()
+    for i in range(5):
+        c.publish("t/%d" % i, b"x" * 100, 1)
+    whole = [bytes(p) for p in c._out]
+    assert len(whole) == 5
+    got = []
+    while True:
+        b = c.data_to_send(250)
+        if not b:
+            break
+        assert len(b) <= 250
+        got.append(bytes(b))
+    assert b"".join(got) == b"".join(whole) and len(got) == 3
+    c.publish("big", b"y" * 600, 1)
+    assert len(c.data_to_send(250)) > 600   # one packet is never split

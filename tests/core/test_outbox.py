@@ -5,12 +5,7 @@ from node.core.outbox import Outbox, OutboxError
 from node.core.store import MemStore
 
 
-def raises(exc, fn, *a):
-    try:
-        fn(*a)
-    except exc as e:
-        return e
-    raise AssertionError("%s not raised" % exc.__name__)
+from helpers import raises
 
 
 class CountingStore(MemStore):

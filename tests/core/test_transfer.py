@@ -7,12 +7,7 @@ from node.core import transfer as tr
 from node.core.store import MemStore
 
 
-def raises(exc, fn, *a):
-    try:
-        fn(*a)
-    except exc as e:
-        return e
-    raise AssertionError("%s not raised" % exc.__name__)
+from helpers import raises
 
 
 def blob(n, seed=1):

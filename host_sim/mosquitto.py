@@ -1,0 +1,78 @@
+"""A throw-away Mosquitto for the demo and `host_sim`: a free port on
+127.0.0.1, a generated config in its own directory, started and stopped by
+its process id."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def find_mosquitto():
+    for p in CANDIDATES:
+        if os.access(p, os.X_OK):
+            return p
+    return shutil.which("mosquitto")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Mosquitto:
+    def __init__(self, dir):
+        self.dir = os.path.abspath(dir)
+        self.exe = find_mosquitto()
+        if self.exe is None:
+            raise RuntimeError("mosquitto is not installed (make setup installs the "
+                               "Debian package `mosquitto`)")
+        self.port = free_port()
+        self.url = "mqtt://127.0.0.1:%d" % self.port
+        self.log_path = os.path.join(self.dir, "mosquitto.log")
+        self.proc = None
+
+    def start(self, timeout=10.0):
+        os.makedirs(self.dir, exist_ok=True)
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            # set_tcp_nodelay: transfer replies and PUBACKs are small and
+            # request/response; docs/MESH.md explains why it matters.
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+                    "log_dest stderr\nlog_type error\nlog_type warning\n%s"
+                    % (self.port, "user root\n" if os.getuid() == 0 else ""))
+        self._log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([self.exe, "-c", conf], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not _accepts(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("mosquitto did not start; see %s" % self.log_path)
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None:
+            self._log.close()
+            self.proc = None

@@ -1,0 +1,48 @@
+# Checks a received package on flash before the board accepts it: header
+# and canonical manifest (node.core.package), the Ed25519 signature of one
+# of the board's trusted keys (node.board.ed25519, pure Python), and the
+# wasm's size and sha256 against the signed manifest, hashed from flash in
+# small pieces so a 64 KiB module never sits in RAM.
+import hashlib
+
+from node.core import package as pk
+from node.board import ed25519
+
+_PIECE = 2048
+
+
+def verifiers(raw_keys, feed=None):
+    """{kid: verify(sig, msg)} for the raw 32-byte public keys; `feed` is
+    the watchdog's feed (verification takes seconds on small cores)."""
+    out = {}
+    for raw in raw_keys:
+        out[pk.key_id(raw)] = (lambda r: lambda sig, msg: ed25519.verify(r, msg, sig, feed))(raw)
+    return out
+
+
+def check(store, name, keys):
+    """Header of the package stored as `name`, or PackageError."""
+    size = store.size(name)
+    head = store.read_at(name, 0, 12)
+    if len(head) < 12 or head[:8] != pk.MAGIC:
+        raise pk.PackageError("not an aegis package (bad magic)")
+    n = int.from_bytes(head[8:12], "big")
+    if not 1 <= n <= pk.HEADER_MAX or 12 + n > size:
+        raise pk.PackageError("package header length %d out of range" % n)
+    hdr = pk.parse_header(head + store.read_at(name, 12, n))
+    pk.verify_signature(hdr, keys)
+    m = hdr.manifest
+    if size - hdr.wasm_offset != m["size"]:
+        raise pk.PackageError("wasm is %d bytes, manifest says %d"
+                              % (size - hdr.wasm_offset, m["size"]))
+    h = hashlib.sha256()
+    off = hdr.wasm_offset
+    while off < size:
+        b = store.read_at(name, off, min(_PIECE, size - off))
+        if not b:
+            break
+        h.update(b)
+        off += len(b)
+    if h.digest() != m["sha256"]:
+        raise pk.PackageError("wasm hash does not match the signed manifest")
+    return hdr

@@ -1,0 +1,1 @@
+"""Proxy execution of MicroPython boards' modules on a gateway."""

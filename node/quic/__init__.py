@@ -1,0 +1,1 @@
+"""QUIC transport (aioquic): `aegis push --quic` and the gateway mesh."""
