@@ -54,15 +54,28 @@ def echo_wasm():
 
 
 def _leb(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    from node.core.wasmcode import uleb     # the metering pass's LEB128 encoder
+    return uleb(n)
+
+
+def wait_until(cond, timeout, what, poll=0.02):
+    """cond()'s first truthy value, polled until `timeout` seconds pass;
+    RuntimeError then (a bench section fails, it does not assert)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(poll)
+    raise RuntimeError("timed out waiting for " + what)
+
+
+def board_status(sub, node, fleet="test"):
+    """The last retained status a broker.Subscriber saw for `node`, or {}."""
+    import cbor2
+    topic = "aegis/%s/node/%s/status" % (fleet, node)
+    st = [cbor2.loads(p) for t, p in list(sub.msgs) if t == topic]
+    return st[-1] if st else {}
 
 
 def pad_wasm(wasm, total, tag=b""):

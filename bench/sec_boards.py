@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import ROOT, median, pad_wasm, result, target
+from benchlib import ROOT, board_status as _status, median, pad_wasm, result, target, wait_until
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 SECTION = "boards"
@@ -29,20 +29,8 @@ MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 MPREMOTE = os.path.join(os.path.dirname(sys.executable), "mpremote")
 
 
-def _status(sub, node):
-    import cbor2
-    st = [cbor2.loads(p) for t, p in list(sub.msgs) if t == "aegis/test/node/%s/status" % node]
-    return st[-1] if st else {}
-
-
 def _wait(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise RuntimeError("timed out waiting for " + what)
+    return wait_until(cond, timeout, what, poll=0.05)
 
 
 def _bare_heap():

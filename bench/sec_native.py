@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 
-from benchlib import ROOT, median, result, target
+from benchlib import ROOT, board_status as _status, median, result, target
+from benchlib import wait_until as _wait
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 SECTION = "native"
@@ -90,22 +91,6 @@ def _fib(ctx):
         assert fib(25) == 75025
         base.append(time.perf_counter() - t0)
     return [t / 1000.0 for t in ts], [b * 1000 for b in base]
-
-
-def _status(sub, node):
-    import cbor2
-    st = [cbor2.loads(p) for t, p in list(sub.msgs) if t == "aegis/test/node/%s/status" % node]
-    return st[-1] if st else {}
-
-
-def _wait(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise RuntimeError("timed out waiting for " + what)
 
 
 def _events(ctx, mode):

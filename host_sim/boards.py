@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from host_sim.proc import terminate
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 AEGIS = [sys.executable, "-m", "node.cli.main"]
@@ -104,13 +106,7 @@ class UnixBoard:
             time.sleep(0.05)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
 
 
 class SourceBoard(UnixBoard):
@@ -164,12 +160,7 @@ class ProxyHost:
             return f.read()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc)
         if self.proc:
             self._log.close()
 

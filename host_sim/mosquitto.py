@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 
+from host_sim.proc import terminate
+
 CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
@@ -25,12 +27,36 @@ def free_port():
     return port
 
 
-def _accepts(port):
+def accepts(port):
+    """True while something accepts TCP connections on 127.0.0.1:port."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
         return True
     except OSError:
         return False
+
+
+def launch(exe, conf, log_path, port, timeout=10.0):
+    """Start `exe -c conf` logging to log_path; return (proc, log file) once
+    it accepts on `port`. On failure the process is killed, the log closed and
+    RuntimeError carries the log text. Shared with tests/broker.py."""
+    log = open(log_path, "a")
+    proc = subprocess.Popen([exe, "-c", conf], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while not accepts(port):
+        exited = proc.poll() is not None
+        if exited or time.monotonic() > deadline:
+            if not exited:
+                proc.kill()
+                proc.wait(5)
+            log.close()
+            with open(log_path) as f:
+                text = f.read()
+            raise RuntimeError("mosquitto %s on %d; log %s:\n%s"
+                               % ("exited" if exited else "did not listen", port,
+                                  log_path, text))
+        time.sleep(0.02)
+    return proc, log
 
 
 class Mosquitto:
@@ -54,25 +80,11 @@ class Mosquitto:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
                     "log_dest stderr\nlog_type error\nlog_type warning\n%s"
                     % (self.port, "user root\n" if os.getuid() == 0 else ""))
-        self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([self.exe, "-c", conf], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while not _accepts(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("mosquitto did not start; see %s" % self.log_path)
-            time.sleep(0.02)
+        self.proc, self._log = launch(self.exe, conf, self.log_path, self.port, timeout)
         return self
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         if self.proc is not None:
             self._log.close()
             self.proc = None

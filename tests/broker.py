@@ -1,29 +1,15 @@
 """A real Mosquitto broker for tests: free port on 127.0.0.1, generated
 config with persistence, stop/kill/restart on the SAME port."""
 import os
-import socket
-import subprocess
 import time
 
 import pytest
 
-MOSQUITTO = "/usr/sbin/mosquitto"
+# One broker starter for tests and the demo: free port, readiness wait, kill
+# on failure live in host_sim/mosquitto.py.
+from host_sim.mosquitto import accepts, find_mosquitto, free_port, launch  # noqa: F401
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def _accepts(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
+MOSQUITTO = find_mosquitto() or "/usr/sbin/mosquitto"
 
 
 class Broker:
@@ -46,16 +32,7 @@ class Broker:
                     % (self.port, self.dir, "user root\n" if os.getuid() == 0 else "", extra))
 
     def start(self, timeout=10.0):
-        self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while not _accepts(self.port):
-            if self.proc.poll() is not None:
-                raise RuntimeError("mosquitto exited: %s" % open(self.log_path).read())
-            if time.monotonic() > deadline:
-                raise RuntimeError("mosquitto did not listen on %d" % self.port)
-            time.sleep(0.02)
+        self.proc, self.log = launch(MOSQUITTO, self.conf, self.log_path, self.port, timeout)
         return self
 
     def _end(self, sig_kill):
@@ -66,7 +43,7 @@ class Broker:
             self.log.close()
         # The port is free once nothing accepts on it any more.
         deadline = time.monotonic() + 5
-        while _accepts(self.port) and time.monotonic() < deadline:
+        while accepts(self.port) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def stop(self):

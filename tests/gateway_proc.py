@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -106,3 +108,12 @@ class Gateway:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=15)
         self.log.close()
+
+
+@pytest.fixture
+def gw(tmp_path, signer):
+    """A started gateway trusting the `signer` fixture's key; stopped after."""
+    g = Gateway(tmp_path, [signer.pub]).start()
+    yield g
+    if g.proc.poll() is None:
+        g.stop()

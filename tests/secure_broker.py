@@ -11,11 +11,11 @@ from `aegis ca` (node/ca.py), the password file from mosquitto_passwd.
 """
 import os
 import subprocess
-import time
 
 import paho.mqtt.client as mqtt
 
 from broker import Broker, free_port
+from gateway_proc import wait_for
 from node import ca
 from node.mqtt import brokerconf, tls
 from node.mqtt.link import parse_url
@@ -95,14 +95,14 @@ class TlsClient:
         self.c.on_connect = on_connect
         self.c.connect_async(host, port)
         self.c.loop_start()
-        wait(lambda: self.rc is not None, "CONNACK")
+        wait_for(lambda: self.rc is not None, 15.0, "CONNACK")
         if subscribe and self.rc == "Success":
-            wait(lambda: self.subscribed, "SUBACK")
+            wait_for(lambda: self.subscribed, 15.0, "SUBACK")
 
     def publish(self, topic, payload, retain=False):
         """The broker's PUBACK reason ('Success' or 'Not authorized')."""
         info = self.c.publish(topic, payload, qos=1, retain=retain)
-        return wait(lambda: self.acks.get(info.mid), "PUBACK of " + topic)
+        return wait_for(lambda: self.acks.get(info.mid), 15.0, "PUBACK of " + topic)
 
     def topics(self):
         return [t for t, _ in list(self.msgs)]
@@ -110,13 +110,3 @@ class TlsClient:
     def close(self):
         self.c.disconnect()
         self.c.loop_stop()
-
-
-def wait(cond, what, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError("timed out waiting for " + what)

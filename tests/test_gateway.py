@@ -8,18 +8,8 @@ import subprocess
 import sys
 import threading
 
-import pytest
-
 from conftest import ROOT, FIXTURES
-from gateway_proc import Gateway, cli, read_lines, wait_for
-
-
-@pytest.fixture
-def gw(tmp_path, signer):
-    g = Gateway(tmp_path, [signer.pub]).start()
-    yield g
-    if g.proc.poll() is None:
-        g.stop()
+from gateway_proc import Gateway, cli, gw, read_lines, wait_for  # noqa: F401 (gw: fixture)
 
 
 def write(tmp_path, name, data):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import FIXTURES, read
-from gateway_proc import Gateway, wait_for
+from gateway_proc import gw, wait_for  # noqa: F401 (gw: fixture)
 from node.control import Client
 from node.core import cbor
 
@@ -78,14 +78,6 @@ def budget_time_s():
 @pytest.fixture(scope="module")
 def one_budget():
     return budget_time_s()
-
-
-@pytest.fixture
-def gw(tmp_path, signer):
-    g = Gateway(tmp_path, [signer.pub]).start()
-    yield g
-    if g.proc.poll() is None:
-        g.stop()
 
 
 def _install(c, data, ok=True):

@@ -36,7 +36,6 @@ _BUS_CACHE = const(32)      # topics whose matches the bus may cache
 # interrupts this loop to copy files: arm it only after this long, so a
 # reset gives mpremote a window (node/flash.py resets the board first).
 _WDT_GRACE_MS = const(15000)
-NOT_MODULES = ("", "cli", "mesh")
 
 
 def log(*a):
@@ -218,7 +217,7 @@ class Board:
             if rec is None or rec.get("mode") is None:
                 continue
             # A proxied module's own emits were already delivered on its host.
-            if rec["mode"] == "proxy" and src == self.id and mod not in NOT_MODULES:
+            if rec["mode"] == "proxy" and src == self.id and mod not in E.NOT_MODULES:
                 continue
             eng = self.native if rec["mode"] == "native" else self.proxy
             if eng not in engines:

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from node.cli.readfile import read_or_die
 from node.control import Client, ControlError
 
 DEFAULT_SOCKET = "/run/aegis/aegis.sock"
@@ -67,11 +68,7 @@ def cmd_pack(args):
         _pack_from_toml(args, limits)
     if not args.name or not args.version:
         die("pack needs --name and --version (or a module.toml that has them)", 2)
-    try:
-        with open(args.wasm, "rb") as f:
-            wasm = f.read()
-    except OSError as e:
-        die("cannot read %s: %s" % (args.wasm, e), 2)
+    wasm = read_or_die(args.wasm, die)
     if args.memory_pages is not None:
         limits["memory_pages"] = args.memory_pages
     if args.fuel is not None:
@@ -135,11 +132,7 @@ def cmd_gateway(args):
 
 
 def cmd_install(args):
-    try:
-        with open(args.file, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        die("cannot read %s: %s" % (args.file, e), 2)
+    data = read_or_die(args.file, die)
     print("installing %s (%d bytes)..." % (args.file, len(data)), file=sys.stderr)
     r = request(args, "install", package=data, rollback=args.rollback)
     if not r.get("changed"):
@@ -244,11 +237,7 @@ def cmd_push(args):
         die("push needs --to and --broker (MQTT), or --quic HOST:PORT --cert PREFIX", 2)
     from node.mqtt.link import LinkError, UrlError
     from node.mqtt.push import PushError, push
-    try:
-        with open(args.file, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        die("cannot read %s: %s" % (args.file, e), 2)
+    data = read_or_die(args.file, die)
     try:
         hdr, res = push(args.broker, args.fleet, data, args.to, chunk=args.chunk or 4096,
                         window=args.window or 16, timeout_s=args.timeout, tls=_tls(args))

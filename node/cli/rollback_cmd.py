@@ -4,6 +4,8 @@ import os
 import sys
 import time
 
+from node.cli.readfile import read_or_die
+
 
 def cmd_rollback(args, request, die):
     from node import keys
@@ -17,13 +19,7 @@ def cmd_rollback(args, request, die):
         if not act:
             die("no running module named %r on that node" % args.name, 1)
         frm = act[0]["version"]
-    pkg = None
-    if args.package:
-        try:
-            with open(args.package, "rb") as f:
-                pkg = f.read()
-        except OSError as e:
-            die("cannot read %s: %s" % (args.package, e), 2)
+    pkg = read_or_die(args.package, die) if args.package else None
     try:
         sign, raw = keys.signer(keys.load_private(args.key))
         st = rb.make(args.name, frm, args.version, sign, raw, os.urandom(16),

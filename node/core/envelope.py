@@ -137,6 +137,17 @@ def decode(b, max_data=MAX_DATA):
     return e
 
 
+# `mod` of events that are not a module's own (gateway, CLI, mesh): never
+# forwarded as this node's events.
+NOT_MODULES = ("", "cli", "mesh")
+
+
+def is_own_module_event(ev, node_id):
+    """True for an event one of node_id's modules emitted, which the MQTT
+    forwarder and the QUIC mesh send out (not system `$` topics)."""
+    return ev.src == node_id and ev.mod not in NOT_MODULES and not ev.topic.startswith("$")
+
+
 # --- MQTT topic tree -------------------------------------------------------
 
 def ev_topic(fleet, node_id, topic):

@@ -5,6 +5,8 @@
 # and every failure is a MeteringError (never IndexError & co), so callers
 # can tell "bad module" from "bug".  Portable: runs on MicroPython too.
 
+from node.core import wasmparse
+
 MAX_COUNT = 100000      # entries in one vector (types, imports, functions...)
 MAX_DEPTH = 10000       # nesting of blocks inside one function
 MAX_LOCALS = 50000      # declared locals of one function (wasm3 has its own cap)
@@ -71,33 +73,11 @@ class MeteringError(ValueError):
     pass
 
 
-class Reader:
-    def __init__(self, b, pos=0, end=None):
-        self.b = b
-        self.pos = pos
-        self.end = len(b) if end is None else end
-
-    def byte(self):
-        if self.pos >= self.end:
-            raise MeteringError("unexpected end of wasm data at %d" % self.pos)
-        v = self.b[self.pos]
-        self.pos += 1
-        return v
-
-    def u32(self):
-        result = 0
-        shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 28:
-                raise MeteringError("LEB128 u32 too long at %d" % self.pos)
-        if result > 0xFFFFFFFF:
-            raise MeteringError("LEB128 u32 out of range at %d" % self.pos)
-        return result
+class Reader(wasmparse.Reader):
+    """wasmparse's bounds-checked reader, raising MeteringError, plus the
+    signed LEB128 that instruction immediates need."""
+    Error = MeteringError
+    MAX_COUNT = MAX_COUNT
 
     def sleb(self, bits):
         """A signed LEB128 of at most `bits` bits; returns its value."""
@@ -115,28 +95,9 @@ class Reader:
             result -= 1 << shift
         return result
 
-    def count(self):
-        n = self.u32()
-        # Every entry takes at least one byte: a larger count is a lie.
-        if n > MAX_COUNT or n > self.end - self.pos:
-            raise MeteringError("count %d larger than its section" % n)
-        return n
-
-    def bytes(self, n):
-        if n > self.end - self.pos:
-            raise MeteringError("unexpected end of wasm data at %d" % self.pos)
-        v = bytes(self.b[self.pos:self.pos + n])
-        self.pos += n
-        return v
-
-    def name(self):
-        raw = self.bytes(self.u32())
-        try:
-            return raw.decode()
-        except UnicodeError:
-            raise MeteringError("name is not valid UTF-8")
-
     def limits(self):
+        # Unlike wasmparse's, returns only the maximum (the metering pass
+        # needs no minimum).
         flag = self.byte()
         if flag > 3:
             raise MeteringError("unsupported limits flag %d" % flag)

@@ -26,6 +26,12 @@ class WasmError(ValueError):
 
 
 class Reader:
+    """Bounds-checked reads of wasm bytes b[pos:end]. Every failure raises
+    `Error` (WasmError here; wasmcode.Reader raises MeteringError), never
+    IndexError & co, so callers can tell "bad module" from "bug"."""
+    Error = WasmError
+    MAX_COUNT = _MAX_COUNT
+
     def __init__(self, b, pos=0, end=None):
         self.b = b
         self.pos = pos
@@ -33,7 +39,7 @@ class Reader:
 
     def byte(self):
         if self.pos >= self.end:
-            raise WasmError("unexpected end of wasm data")
+            raise self.Error("unexpected end of wasm data at %d" % self.pos)
         v = self.b[self.pos]
         self.pos += 1
         return v
@@ -48,29 +54,31 @@ class Reader:
                 break
             shift += 7
             if shift > 28:
-                raise WasmError("LEB128 u32 too long")
+                raise self.Error("LEB128 u32 too long at %d" % self.pos)
         if result > 0xFFFFFFFF:
-            raise WasmError("LEB128 u32 out of range")
+            raise self.Error("LEB128 u32 out of range at %d" % self.pos)
         return result
 
     def count(self):
         n = self.u32()
-        if n > _MAX_COUNT or n > self.end - self.pos:
-            raise WasmError("count %d larger than its section" % n)
+        # Every entry takes at least one byte: a larger count is a lie.
+        if n > self.MAX_COUNT or n > self.end - self.pos:
+            raise self.Error("count %d larger than its section" % n)
         return n
 
     def bytes(self, n):
         if n > self.end - self.pos:
-            raise WasmError("unexpected end of wasm data")
+            raise self.Error("unexpected end of wasm data at %d" % self.pos)
         v = bytes(self.b[self.pos:self.pos + n])
         self.pos += n
         return v
 
     def name(self):
+        raw = self.bytes(self.u32())
         try:
-            return self.bytes(self.u32()).decode()
+            return raw.decode()
         except UnicodeError:
-            raise WasmError("name is not valid UTF-8")
+            raise self.Error("name is not valid UTF-8")
 
     def limits(self):
         flag = self.byte()

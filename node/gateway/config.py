@@ -130,55 +130,59 @@ class Config:
             self.quic = QuicConfig(d["quic"], rel, self.node_id)
 
 
-def _limits(lim):
-    """[limits]: what this node lets any module have (docs/METERING.md)."""
-    from node.admission import Limits
-    if not isinstance(lim, dict):
-        raise ConfigError("config: [limits] must be a table")
-    extra = sorted(set(lim) - {"allow_unmetered", "fuel_max", "memory_pages_max"})
+# Checks shared by the config sections ([limits], [mqtt], node/quic/config.py).
+def check_table(d, section, known):
+    """d must be a table with only `known` keys."""
+    if not isinstance(d, dict):
+        raise ConfigError("config: [%s] must be a table" % section)
+    extra = sorted(set(d) - set(known))
     if extra:
-        raise ConfigError("config [limits]: unknown key(s) %s (known: allow_unmetered, "
-                          "fuel_max, memory_pages_max)" % ", ".join(extra))
-    allow = lim.get("allow_unmetered", False)
-    if not isinstance(allow, bool):
-        raise ConfigError("config [limits]: allow_unmetered must be true or false")
-    out = []
-    for k, dflt, hi in (("fuel_max", 200000000, 1 << 40), ("memory_pages_max", 1024, 65536)):
-        v = lim.get(k, dflt)
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
-            raise ConfigError("config [limits]: %s must be an integer in 1..%d" % (k, hi))
-        out.append(v)
-    return Limits(allow, out[0], out[1])
+        raise ConfigError("config [%s]: unknown key(s) %s (known: %s)"
+                          % (section, ", ".join(extra), ", ".join(sorted(known))))
 
 
-def _filters(m, key):
+def int_in(d, section, k, dflt, lo, hi):
+    """d[k] (default dflt): an integer in lo..hi, not a bool."""
+    v = d.get(k, dflt)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError("config [%s]: %s must be an integer in %d..%d" % (section, k, lo, hi))
+    return v
+
+
+def topic_filters(d, section, key):
+    """d[key]: a list of valid topic filters, or None when absent."""
     from node.core.bus import check_filter, TopicError
-    if key not in m:
+    if key not in d:
         return None
-    v = m[key]
+    v = d[key]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ConfigError("config [mqtt]: %s must be a list of topic filters" % key)
+        raise ConfigError("config [%s]: %s must be a list of topic filters" % (section, key))
     for f in v:
         try:
             check_filter(f)
         except TopicError as e:
-            raise ConfigError("config [mqtt]: %s: %s" % (key, e))
+            raise ConfigError("config [%s]: %s: %s" % (section, key, e))
     return v
+
+
+def _limits(lim):
+    """[limits]: what this node lets any module have (docs/METERING.md)."""
+    from node.admission import Limits
+    check_table(lim, "limits", ("allow_unmetered", "fuel_max", "memory_pages_max"))
+    allow = lim.get("allow_unmetered", False)
+    if not isinstance(allow, bool):
+        raise ConfigError("config [limits]: allow_unmetered must be true or false")
+    return Limits(allow, int_in(lim, "limits", "fuel_max", 200000000, 1, 1 << 40),
+                  int_in(lim, "limits", "memory_pages_max", 1024, 1, 65536))
 
 
 class MqttConfig:
     def __init__(self, m, rel):
         from node.mqtt.link import UrlError, parse_url
-        if not isinstance(m, dict):
-            raise ConfigError("config: [mqtt] must be a table")
-        known = {"url", "ca", "cert", "key", "username", "password", "password_file",
-                 "groups", "forward",
-                 "accept", "outbox_max", "outbox_bytes", "max_chunk", "max_package",
-                 "keepalive", "inflight"}
-        extra = sorted(set(m) - known)
-        if extra:
-            raise ConfigError("config [mqtt]: unknown key(s) %s (known: %s)"
-                              % (", ".join(extra), ", ".join(sorted(known))))
+        check_table(m, "mqtt", ("url", "ca", "cert", "key", "username", "password",
+                                "password_file", "groups", "forward", "accept", "outbox_max",
+                                "outbox_bytes", "max_chunk", "max_package", "keepalive",
+                                "inflight"))
         self.url = _need(m, "url", str, "config [mqtt]")
         try:
             tls = parse_url(self.url)[0]
@@ -221,15 +225,11 @@ class MqttConfig:
             raise ConfigError("config [mqtt]: groups must be a list of names")
         for g in self.groups:
             check_id(g, "group")
-        self.forward = _filters(m, "forward")
-        self.accept = _filters(m, "accept")
+        self.forward = topic_filters(m, "mqtt", "forward")
+        self.accept = topic_filters(m, "mqtt", "accept")
 
         def num(k, dflt, lo, hi):
-            v = m.get(k, dflt)
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ConfigError("config [mqtt]: %s must be an integer in %d..%d"
-                                  % (k, lo, hi))
-            return v
+            return int_in(m, "mqtt", k, dflt, lo, hi)
         self.outbox_max = num("outbox_max", 10000, 1, 10 ** 7)
         self.outbox_bytes = num("outbox_bytes", 4 << 20, 1024, 1 << 30)
         self.max_chunk = num("max_chunk", 16384, 256, 65536)

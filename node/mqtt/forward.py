@@ -14,7 +14,6 @@ from node.core import envelope as E
 from node.core.bus import TopicError, matches
 from node.core.outbox import Outbox, OutboxError
 
-NOT_MODULES = ("", "cli", "mesh")
 STALL_S = 30.0      # in flight without any PUBACK this long: resend from head
 FLUSH_S = 0.05      # outbox fsync at most this often (appends reach the OS at once)
 BATCH_MAX = 1000    # events a tap holds before appending them to the outbox
@@ -61,7 +60,7 @@ class Forwarder:
     # ---- outgoing -----------------------------------------------------
     def tap(self, ev):
         """host tap: called for every event, inside host.pump()."""
-        if ev.src != self.node_id or ev.mod in NOT_MODULES or ev.topic.startswith("$"):
+        if not E.is_own_module_event(ev, self.node_id):
             return
         ok = True
         if self.forward is not None:

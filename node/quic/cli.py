@@ -3,6 +3,8 @@
 import sys
 import time
 
+from node.cli.readfile import read_or_die
+
 
 def push(args, die):
     from node.quic.push import DEFAULT_CHUNK, DEFAULT_WINDOW, PushError, UsageError
@@ -10,11 +12,7 @@ def push(args, die):
     if not args.cert:
         die("--quic needs --cert PREFIX (PREFIX.crt, PREFIX.key, PREFIX.ca.crt from "
             "`aegis ca issue`)", 2)
-    try:
-        with open(args.file, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        die("cannot read %s: %s" % (args.file, e), 2)
+    data = read_or_die(args.file, die)
     try:
         p, (ok, detail) = qpush(args.quic, args.cert, data, chunk=args.chunk or DEFAULT_CHUNK,
                                 window=args.window or DEFAULT_WINDOW, timeout_s=args.timeout)

@@ -14,7 +14,7 @@
     max_package = 16777216           # largest package a push may bring
     idle_timeout = 20                # seconds without packets before a link is dead
 """
-from node.gateway.config import ConfigError, check_id
+from node.gateway.config import ConfigError, check_id, check_table, int_in, topic_filters
 
 KNOWN = {"listen", "cert", "key", "ca", "peers", "forward", "accept", "outbox_max",
          "outbox_bytes", "window", "max_package", "idle_timeout"}
@@ -30,29 +30,9 @@ def parse_hostport(s, what):
     return host, int(port)
 
 
-def _filters(q, key):
-    from node.core.bus import TopicError, check_filter
-    if key not in q:
-        return None
-    v = q[key]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ConfigError("config [quic]: %s must be a list of topic filters" % key)
-    for f in v:
-        try:
-            check_filter(f)
-        except TopicError as e:
-            raise ConfigError("config [quic]: %s: %s" % (key, e))
-    return v
-
-
 class QuicConfig:
     def __init__(self, q, rel, node_id):
-        if not isinstance(q, dict):
-            raise ConfigError("config: [quic] must be a table")
-        extra = sorted(set(q) - KNOWN)
-        if extra:
-            raise ConfigError("config [quic]: unknown key(s) %s (known: %s)"
-                              % (", ".join(extra), ", ".join(sorted(KNOWN))))
+        check_table(q, "quic", KNOWN)
         self.listen = parse_hostport(q["listen"], "listen") if "listen" in q else None
         for k in ("cert", "key", "ca"):
             v = q.get(k)
@@ -68,14 +48,11 @@ class QuicConfig:
             raise ConfigError("config [quic]: peers lists an address twice")
         if self.listen is None and not self.peers:
             raise ConfigError("config [quic]: give listen, peers, or both")
-        self.forward = _filters(q, "forward")
-        self.accept = _filters(q, "accept")
+        self.forward = topic_filters(q, "quic", "forward")
+        self.accept = topic_filters(q, "quic", "accept")
 
         def num(k, dflt, lo, hi):
-            v = q.get(k, dflt)
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ConfigError("config [quic]: %s must be an integer in %d..%d" % (k, lo, hi))
-            return v
+            return int_in(q, "quic", k, dflt, lo, hi)
         self.outbox_max = num("outbox_max", 10000, 1, 10 ** 7)
         self.outbox_bytes = num("outbox_bytes", 4 << 20, 1024, 1 << 30)
         self.window = num("window", 128, 1, 4096)

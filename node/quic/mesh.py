@@ -27,7 +27,6 @@ from node.core.outbox import Outbox, OutboxError
 from node.core.quicwire import Acked, Ev, MeshStream
 from node.quic import driver
 
-NOT_MODULES = ("", "cli", "mesh")
 FLUSH_S = 0.05
 PING_S = 1.0            # ping an idle-looking link this often; 3 misses = dead
 STALL_S = 30.0          # full window and no ack this long: the peer is stuck
@@ -127,7 +126,7 @@ class Mesh:
     # ---- outgoing: own events and relays --------------------------------
     def tap(self, ev):
         """host tap (QUIC-only gateway): this node's module events."""
-        if ev.src != self.me or ev.mod in NOT_MODULES or ev.topic.startswith("$"):
+        if not E.is_own_module_event(ev, self.me):
             return
         try:
             rec = E.encode(self.me, self.seq.take(), ev.ts, ev.topic, ev.data, ev.mod)
