@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 from node.core import cbor
 from node.core import envelope as ev
 from node.core import transfer as tr
+from node.core.transfer_send import Sender
 from node.core.outbox import Outbox
 from node.core.store import MemStore
 
@@ -94,7 +95,7 @@ def test_receiver_never_raises(msgs):
             m["id"] = tid
         _receiver_survives(r, cbor.dumps(m))
     # Whatever came before, the real transfer still completes.
-    s = tr.Sender(data, chunk=256)
+    s = Sender(data, chunk=256)
     for _ in range(50):
         for raw in s.messages_to_send(0):
             r.receive_data(raw, 0)
@@ -114,7 +115,7 @@ def test_receiver_never_raises(msgs):
 def test_sender_and_receiver_take_any_bytes(b):
     r = tr.Receiver(MemStore())
     _receiver_survives(r, b)
-    s = tr.Sender(b"z" * 600, chunk=256)
+    s = Sender(b"z" * 600, chunk=256)
     s.receive_data(b, 0)
     assert s.result is None
 

@@ -6,6 +6,7 @@ import pytest
 
 from gateway_proc import wait_for
 from node.core import transfer as T
+from node.core.transfer_send import Sender
 from node.gateway.config import Config, ConfigError
 from node.quic import driver
 from node.quic.tls import TLSFiles
@@ -37,7 +38,7 @@ async def _sessions(port, files, pkg):
     # Data on a resumed link is served (and attributed to the ticket's node).
     r = Replies()
     s = again.open_stream("push", r)
-    sender = T.Sender(pkg, chunk=4096, name="counter", version="1.0.0")
+    sender = Sender(pkg, chunk=4096, name="counter", version="1.0.0")
     for m in sender.messages_to_send(0):
         s.send(m)
     for _ in range(200):

@@ -80,7 +80,7 @@ class Deploys:
             self.bad += rx.bad
             self.rx = None      # progress is on flash: the next offer resumes
         if not self.b.proxy.busy() and "node.core.transfer" in sys.modules:
-            unload("node.core.transfer")
+            unload("node.core.transfer", "node.core.transfer_send")
 
     def out(self):
         if self.rx is None:

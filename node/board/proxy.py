@@ -50,8 +50,9 @@ class ProxyEngine:
         old = self._tx.pop(rec["name"], None)
         if old:
             old[1](False, "replaced by %s" % rec["v"])
-        T = self.b.transfer()
-        s = T.Sender(T.StoreReader(self.b.store, rec["pkg"]), chunk=self.b.chunk,
+        self.b.transfer()       # the codec, with the board's hash piece size
+        from node.core.transfer_send import Sender, StoreReader
+        s = Sender(StoreReader(self.b.store, rec["pkg"]), chunk=self.b.chunk,
                      window=_WIN, name=rec["name"], version=rec["v"], timeout=3000,
                      max_retries=20)
         self._tx[rec["name"]] = [s, done, rec]

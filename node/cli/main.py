@@ -10,45 +10,9 @@ import os
 import sys
 import time
 
-from node.cli.readfile import read_or_die
-from node.control import Client, ControlError
-
-DEFAULT_SOCKET = "/run/aegis/aegis.sock"
-
-
-def die(msg, code=1):
-    print("aegis: %s" % msg, file=sys.stderr)
-    sys.exit(code)
-
-
-def jsonable(v):
-    if isinstance(v, (bytes, bytearray)):
-        return {"hex": bytes(v).hex()}
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [jsonable(x) for x in v]
-    return v
-
-
-def client(args):
-    try:
-        return Client(args.socket)
-    except ControlError as e:
-        die(str(e), 2)
-
-
-def request(args, op, **kw):
-    c = client(args)
-    try:
-        return c.request(op, **kw)
-    except ControlError as e:
-        die(str(e), 1)
-    except OSError as e:
-        die("talking to the gateway: %s" % e, 2)
-    finally:
-        c.close()
-
+from node.cli.common import DEFAULT_SOCKET, client, die, jsonable, read_or_die, request
+from node.cli.packing import cmd_pack
+from node.control import ControlError
 
 # ---- commands ---------------------------------------------------------------
 def cmd_keygen(args):
@@ -59,80 +23,13 @@ def cmd_keygen(args):
     print("wrote %s (keep it secret) and %s (give it to nodes as a trusted key)" % (k, p))
 
 
-def cmd_pack(args):
-    from node import keys
-    from node.core import package as pk
-    from node.core.imports import check_module
-    limits = {}
-    if args.wasm.endswith(".toml"):
-        _pack_from_toml(args, limits)
-    if not args.name or not args.version:
-        die("pack needs --name and --version (or a module.toml that has them)", 2)
-    wasm = read_or_die(args.wasm, die)
-    if args.memory_pages is not None:
-        limits["memory_pages"] = args.memory_pages
-    if args.fuel is not None:
-        limits["fuel"] = args.fuel
-    metered = not args.no_meter
-    plain = len(wasm)
-    try:
-        if metered:  # ABI-check the module as written, then cap and meter it
-            from node.cli.packing import prepare_wasm
-            check_module(wasm, limits.get("memory_pages", pk.DEFAULT_LIMITS["memory_pages"]))
-            wasm = prepare_wasm(wasm, limits.get("memory_pages",
-                                                 pk.DEFAULT_LIMITS["memory_pages"]))
-        m = pk.make_manifest(args.name, args.version, wasm, args.subscribe or [],
-                             args.emit or [], args.port or [], limits, metered=metered)
-        check_module(wasm, m["limits"]["memory_pages"], metered)
-        sign, raw = keys.signer(keys.load_private(args.key))
-        data = pk.build(m, wasm, sign, raw)
-    except ValueError as e:
-        die("cannot pack %s: %s" % (args.wasm, e), 1)
-    tmp = args.out + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, args.out)
-    print("packed %s@%s: %d bytes wasm (%s), %d bytes package -> %s"
-          % (args.name, args.version, plain,
-             "metered: %d bytes, fuel %d per call" % (len(wasm), m["limits"]["fuel"])
-             if metered else "NOT metered", len(data), args.out))
-
-
-def _pack_from_toml(args, limits):
-    """Fill pack's arguments from a module.toml (see docs/ABI.md); options
-    given on the command line win over the file."""
-    import tomllib
-    path = args.wasm
-    try:
-        with open(path, "rb") as f:
-            t = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        die("cannot read %s: %s" % (path, e), 2)
-    if not isinstance(t.get("wasm"), str):
-        die("%s: needs wasm = \"FILE.wasm\" (relative to the toml)" % path, 2)
-    args.wasm = os.path.join(os.path.dirname(path), t["wasm"])
-    for key, attr in (("name", "name"), ("version", "version"), ("subscribe", "subscribe"),
-                      ("emit", "emit"), ("ports", "port")):
-        if getattr(args, attr) is None and key in t:
-            setattr(args, attr, t[key])
-    lim = t.get("limits", {})
-    if not isinstance(lim, dict):
-        die("%s: [limits] must be a table" % path, 2)
-    from node.core.package import DEFAULT_LIMITS
-    unknown = sorted(set(lim) - set(DEFAULT_LIMITS))
-    if unknown:
-        die("%s: unknown limits %s (known: %s)" % (path, ", ".join(unknown),
-                                                   ", ".join(sorted(DEFAULT_LIMITS))), 2)
-    limits.update(lim)
-
-
 def cmd_gateway(args):
     from node.gateway.daemon import main
     sys.exit(main(args.config))
 
 
 def cmd_install(args):
-    data = read_or_die(args.file, die)
+    data = read_or_die(args.file)
     print("installing %s (%d bytes)..." % (args.file, len(data)), file=sys.stderr)
     r = request(args, "install", package=data, rollback=args.rollback)
     if not r.get("changed"):
@@ -141,11 +38,6 @@ def cmd_install(args):
         extra = " (replaced %s)" % r["replaced"] if r.get("replaced") else ""
         print("%s@%s is %s%s, switched in %.1f ms"
               % (r["name"], r["version"], r["state"], extra, r.get("swap_ms", 0)))
-
-
-def cmd_rollback(args):
-    from node.cli.rollback_cmd import cmd_rollback as run
-    run(args, request, die)
 
 
 def cmd_remove(args):
@@ -232,12 +124,12 @@ def _tls(args):
 def cmd_push(args):
     if args.quic:
         from node.quic.cli import push as quic_push
-        return quic_push(args, die)
+        return quic_push(args)
     if not args.to or not args.broker:
         die("push needs --to and --broker (MQTT), or --quic HOST:PORT --cert PREFIX", 2)
     from node.mqtt.link import LinkError, UrlError
     from node.mqtt.push import PushError, push
-    data = read_or_die(args.file, die)
+    data = read_or_die(args.file)
     try:
         hdr, res = push(args.broker, args.fleet, data, args.to, chunk=args.chunk or 4096,
                         window=args.window or 16, timeout_s=args.timeout, tls=_tls(args))
@@ -412,7 +304,7 @@ def parser():
                    help="local override (root on this node): allow an older or rolled-back "
                    "version; remote downgrades need `aegis rollback`")
 
-    from node.cli.rollback_cmd import add_parser as _rollback_parser
+    from node.cli.rollback_cmd import add_parser as _rollback_parser, cmd_rollback
     _rollback_parser(cmd, cmd_rollback)
 
     s = cmd("remove", cmd_remove, "stop and remove a module", sock=True)

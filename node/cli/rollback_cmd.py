@@ -4,10 +4,10 @@ import os
 import sys
 import time
 
-from node.cli.readfile import read_or_die
+from node.cli.common import die, read_or_die, request
 
 
-def cmd_rollback(args, request, die):
+def cmd_rollback(args):
     from node import keys
     from node.core import rollback as rb
     frm = args.from_version
@@ -19,7 +19,7 @@ def cmd_rollback(args, request, die):
         if not act:
             die("no running module named %r on that node" % args.name, 1)
         frm = act[0]["version"]
-    pkg = read_or_die(args.package, die) if args.package else None
+    pkg = read_or_die(args.package) if args.package else None
     try:
         sign, raw = keys.signer(keys.load_private(args.key))
         st = rb.make(args.name, frm, args.version, sign, raw, os.urandom(16),

@@ -13,6 +13,7 @@ import time
 from node.core import fleet as F
 from node.core import package as pk
 from node.core import transfer as T
+from node.core.transfer_send import Sender
 from node.mqtt.operator import Session, StatusWatch
 
 
@@ -90,7 +91,7 @@ def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None,
             # then the offer alone answers it, without a chunk).
             running = any(m.get("name") == hdr.name and m.get("version") == hdr.version
                           for m in watch.nodes[node]["modules"])
-            s = T.Sender(data, chunk=c, window=window, name=hdr.name, version=hdr.version,
+            s = Sender(data, chunk=c, window=window, name=hdr.name, version=hdr.version,
                          timeout=3000, max_retries=20, eager=not running)
             targets[node] = Target(node, fleet, s)
         by_reply.update((t.reply, t) for t in targets.values())

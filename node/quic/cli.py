@@ -3,16 +3,16 @@
 import sys
 import time
 
-from node.cli.readfile import read_or_die
+from node.cli.common import die, read_or_die
 
 
-def push(args, die):
+def push(args):
     from node.quic.push import DEFAULT_CHUNK, DEFAULT_WINDOW, PushError, UsageError
     from node.quic.push import push as qpush
     if not args.cert:
         die("--quic needs --cert PREFIX (PREFIX.crt, PREFIX.key, PREFIX.ca.crt from "
             "`aegis ca issue`)", 2)
-    data = read_or_die(args.file, die)
+    data = read_or_die(args.file)
     try:
         p, (ok, detail) = qpush(args.quic, args.cert, data, chunk=args.chunk or DEFAULT_CHUNK,
                                 window=args.window or DEFAULT_WINDOW, timeout_s=args.timeout)

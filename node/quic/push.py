@@ -13,6 +13,7 @@ import time
 
 from node.core import package as pk
 from node.core import transfer as T
+from node.core.transfer_send import Sender
 from node.quic import driver
 from node.quic.tls import TLSFiles
 
@@ -64,7 +65,7 @@ class QuicPush:
             self.hdr = pk.parse_header(data[:12 + pk.HEADER_MAX])
         except pk.PackageError as e:
             raise PushError("not a package: %s" % e)
-        self.sender = T.Sender(data, chunk=chunk, window=window, name=self.hdr.name,
+        self.sender = Sender(data, chunk=chunk, window=window, name=self.hdr.name,
                                version=self.hdr.version, timeout=3000, max_retries=20)
         self.timeout_s = timeout_s
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))

@@ -4,6 +4,7 @@ import binascii
 import hashlib
 from node.core import cbor
 from node.core import transfer as tr
+from node.core.transfer_send import Sender, StoreReader
 from node.core.store import MemStore
 
 
@@ -40,7 +41,7 @@ class Pair:
         self.store = store if store is not None else CountingStore()
         self.rkw = rkw
         self.r = tr.Receiver(self.store, **rkw)
-        self.s = sender or tr.Sender(data, chunk=chunk, window=window,
+        self.s = sender or Sender(data, chunk=chunk, window=window,
                                      name="thermo", version="1.0")
         self.now = 0
         self.drop = self.dup = self.tamper = None
@@ -213,7 +214,7 @@ def test_both_restart_with_reconnect():
     p = Pair(data, chunk=1024, store=store, persist_every=4)
     p.run(until=lambda: p.have() >= 20)
     p.restart_receiver()
-    p.s = tr.Sender(data, chunk=1024, name="thermo", version="1.0")   # new CLI run
+    p.s = Sender(data, chunk=1024, name="thermo", version="1.0")   # new CLI run
     sent0 = p.s.chunks_sent
     p.run()
     check_done(p, data)
@@ -249,7 +250,7 @@ def test_many_holes_more_than_one_want():
     # Every other chunk lost: more holes than one want can list (128), so
     # the receiver cuts the list ("upto") and the sender asks again.
     data = blob(300 * 256)
-    s = tr.Sender(data, chunk=256, window=300, name="thermo", version="1.0")
+    s = Sender(data, chunk=256, window=300, name="thermo", version="1.0")
     p = Pair(data, sender=s)
     wants, lost = [], {}
 
@@ -353,7 +354,7 @@ def test_unknown_transfer_chunk():
 def test_whole_hash_mismatch():
     data = blob(10 * 256)
     lie = hashlib.sha256(b"something else").digest()
-    s = tr.Sender(data, chunk=256, name="thermo", version="1.0", sha256=lie)
+    s = Sender(data, chunk=256, name="thermo", version="1.0", sha256=lie)
     p = Pair(data, sender=s)
     p.run()
     ok, detail = p.s.result
@@ -392,7 +393,7 @@ def test_max_size_and_chunk_limits():
     ok, detail = p.s.result
     assert not ok and "at most 1000" in detail and p.s.chunks_sent == 0
     for chunk in (255, 65537):
-        raises(tr.TransferError, tr.Sender, b"x" * 300, chunk)
+        raises(tr.TransferError, Sender, b"x" * 300, chunk)
         r = tr.Receiver(MemStore())
         sha = hashlib.sha256(b"x").digest()
         r.receive_data(cbor.dumps({"t": "offer", "id": tr.transfer_id(sha), "size": 1000,
@@ -400,7 +401,7 @@ def test_max_size_and_chunk_limits():
         (_, raw), = r.messages_to_send()
         m = cbor.loads(raw)
         assert m["t"] == "result" and not m["ok"] and "chunk" in m["error"]
-    raises(tr.TransferError, tr.Sender, b"")
+    raises(tr.TransferError, Sender, b"")
 
 
 def test_offer_id_must_match_sha():
@@ -415,14 +416,14 @@ def test_concurrency_bound_and_expiry():
     r = tr.Receiver(MemStore(), max_transfers=2, idle_ms=1000)
     ids = []
     for k in range(3):
-        s = tr.Sender(blob(600, k + 1), chunk=256)
+        s = Sender(blob(600, k + 1), chunk=256)
         ids.append(s.id)
         for raw in s.messages_to_send(0):
             r.receive_data(raw, 0)
     out = [cbor.loads(b) for _, b in r.messages_to_send()]
     assert [m["t"] for m in out] == ["want", "want", "error"]
     assert out[2]["code"] == "busy" and sorted(r.active()) == sorted(ids[:2])
-    s = tr.Sender(blob(600, 3), chunk=256)
+    s = Sender(blob(600, 3), chunk=256)
     for raw in s.messages_to_send(0):
         r.receive_data(raw, 5000)               # the first two went stale
     assert r.active() == [ids[2]]
@@ -443,7 +444,7 @@ def test_restart_after_complete_before_finish():
 
 
 def test_sender_timeout_gives_up():
-    s = tr.Sender(blob(1000), chunk=256, timeout=100, max_retries=2)
+    s = Sender(blob(1000), chunk=256, timeout=100, max_retries=2)
     offers = 0
     for now in range(0, 1000, 10):
         offers += sum(1 for b in s.messages_to_send(now) if cbor.loads(b)["t"] == "offer")
@@ -454,16 +455,16 @@ def test_sender_from_store_reader():
     data = blob(7000)
     src = MemStore()
     src.write("pkgs/thermo.pkg", data)
-    s = tr.Sender(tr.StoreReader(src, "pkgs/thermo.pkg"), chunk=1024, name="thermo",
+    s = Sender(StoreReader(src, "pkgs/thermo.pkg"), chunk=1024, name="thermo",
                   version="1.0")
     p = Pair(data, sender=s)
     p.run()
     check_done(p, data)
-    raises(tr.TransferError, tr.StoreReader, src, "nope")
+    raises(tr.TransferError, StoreReader, src, "nope")
 
 
 def test_sender_ignores_bad_replies():
-    s = tr.Sender(blob(1000), chunk=256)
+    s = Sender(blob(1000), chunk=256)
     s.messages_to_send(0)
     for m in ({"t": "want", "id": s.id, "o": 1, "ranges": [[0, 9]], "upto": 4},
               {"t": "want", "id": s.id, "o": 1, "ranges": [[2, 1]], "upto": 4},

@@ -2,12 +2,13 @@
 # `want`.  Same Pair harness as test_transfer.py (ordered in-memory link).
 # Plain functions and asserts: runs under pytest and tests/core/mp_run.py.
 from node.core import transfer as tr
+from node.core.transfer_send import Sender
 
 from test_transfer import Pair, blob, check_done
 
 
 def eager(data, chunk=1024, window=16):
-    return tr.Sender(data, chunk=chunk, window=window, name="thermo", version="1.0",
+    return Sender(data, chunk=chunk, window=window, name="thermo", version="1.0",
                      eager=True)
 
 
