@@ -48,12 +48,11 @@ def admit(data, verifiers, limits):
         if limits.fuel_max is not None and lim["fuel"] > limits.fuel_max:
             raise pk.PackageError("%s@%s asks for %d fuel per call; this node allows at most %d"
                                   % (hdr.name, hdr.version, lim["fuel"], limits.fuel_max))
+        meterverify.verify(wasm)
     elif not limits.allow_unmetered:
         raise pk.PackageError("%s@%s is not metered (packed with --no-meter?); this node "
                               "refuses unmetered modules (config: [limits] allow_unmetered)"
                               % (hdr.name, hdr.version))
-    if metered:
-        meterverify.verify(wasm)
     wasm = memcap.cap_memory(wasm, pages)
     return hdr, wasm, names
 

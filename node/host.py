@@ -11,13 +11,15 @@ import time
 from collections import deque
 
 from node.core import cbor, lifecycle as lc, package as pk
-from node.core.bus import Bus, check_topic, TopicError
+from node.core.bus import Bus, check_topic
 from node.admission import Limits, admit, apply_rollback
 from node.core.ring import Ring
 from node.core.statelog import StateLog
 from node.core import abi as A
 from node.engine import EngineError, default_engine
 from node.slot import Slot, caps_for
+
+BLOCKED_KEPT = 32   # versions refused after a rollback, per module
 
 QUEUE_MAX = 10000
 SYS = "$aegis/"
@@ -78,6 +80,7 @@ class ModuleHost:
         self.modules = {}
         self.ports = {}         # port name -> adapter(host, data) -> bytes | int
         self.taps = []          # callables(event) seeing every event
+        self.on_change = None   # callable() after a module's active version changed
         self.states = {}        # module name -> StateLog (shared by versions)
         self.counts = {"events": 0, "queue_full": 0, "rollbacks": 0}
         self._pending_rollback = []
@@ -90,6 +93,13 @@ class ModuleHost:
 
     def _sys(self, what, **info):
         self.publish(SYS + what, cbor.dumps(info), src=self.node_id, mod="")
+
+    def _module_event(self, name, what, **info):
+        """`$aegis/module/<name>/<what>`; anything but a refusal changed
+        what runs, which the node's status (on_change) reports."""
+        self._sys("module/%s/%s" % (name, what), **info)
+        if what != "refused" and self.on_change is not None:
+            self.on_change()
 
     # ---- callbacks from HostABI ----------------------------------------
     def on_emit(self, abi, topic, data):
@@ -238,10 +248,17 @@ class ModuleHost:
     def block_version(self, name, version):
         mod = self.modules.get(name)
         if mod is not None and version not in mod.blocked:
-            mod.blocked = (mod.blocked + [version])[-32:]
-            if mod.previous == version:
-                mod.previous = None     # never an automatic rollback target
+            self._block(mod, version)
             self._persist(mod)
+
+    @staticmethod
+    def _block(mod, version):
+        """Refuse `version` of `mod` from now on (a replay of a version
+        that was rolled back must not come back); keeps the newest few."""
+        if version not in mod.blocked:
+            mod.blocked = (mod.blocked + [version])[-BLOCKED_KEPT:]
+        if mod.previous == version:
+            mod.previous = None         # never an automatic rollback target
 
     def _activate(self, data, hdr, wasm, names, cur):
         t0 = time.perf_counter()
@@ -258,14 +275,14 @@ class ModuleHost:
             slot.life.to(lc.FAILED, why)
             self._note_failed(hdr.name, slot)
             self.log("warn", "start refused", module=slot.label, reason=why)
-            self._sys("module/%s/refused" % hdr.name, version=hdr.version, reason=why)
+            self._module_event(hdr.name, "refused", version=hdr.version, reason=why)
             raise InstallError("%s: %s; %s" % (slot.label, why,
                                "still running %s" % cur.version if cur else "not started"))
         self._switch(hdr.name, slot)
         ms = (time.perf_counter() - t0) * 1000
         self.log("info", "module active", module=slot.label, swap_ms=round(ms, 2),
                  replaced=cur.version if cur else None)
-        self._sys("module/%s/active" % hdr.name, version=hdr.version,
+        self._module_event(hdr.name, "active", version=hdr.version,
                   replaced=cur.version if cur else None)
         return {"name": hdr.name, "version": hdr.version, "state": slot.life.state,
                 "changed": True, "replaced": cur.version if cur else None,
@@ -332,19 +349,18 @@ class ModuleHost:
             mod.failed[-1]["state"] = lc.FAILED
             self._persist(mod)
             self.log("error", "module failed, nothing to roll back to", module=slot.label, reason=why)
-            self._sys("module/%s/failed" % mod.name, version=slot.version, reason=why)
+            self._module_event(mod.name, "failed", version=slot.version, reason=why)
             return
         prev.life.to(lc.RUNNING)
         for f in prev.manifest["subscribe"]:
             self.bus.subscribe(f, prev)
         mod.active = prev
         mod.previous = None
-        if slot.version not in mod.blocked:   # a replay of it must not come back
-            mod.blocked = (mod.blocked + [slot.version])[-32:]
+        self._block(mod, slot.version)
         self._persist(mod)
         self.log("warn", "rolled back", module=mod.name, bad=slot.version,
                  restored=prev.version, reason=why)
-        self._sys("module/%s/rolled_back" % mod.name, version=slot.version,
+        self._module_event(mod.name, "rolled_back", version=slot.version,
                   restored=prev.version, reason=why)
 
     def _load_stored(self, name, version):
@@ -406,7 +422,7 @@ class ModuleHost:
         slot.life.to(lc.STOPPED, "removed")
         del self.modules[name]
         self.store.delete("modules/%s.cbor" % name)
-        self._sys("module/%s/removed" % name, version=slot.version)
+        self._module_event(name, "removed", version=slot.version)
 
     # ---- introspection ---------------------------------------------------
     def module_list(self):

@@ -78,8 +78,6 @@ class PushInstaller:
                  changed=r.get("changed"), **more)
         self.rx.finish(c.tid, True, state)
         self.gw.kick()
-        if self.gw.mesh is not None:
-            self.gw.mesh.status_changed()
 
     def stats(self):
         d = dict(self.counts)

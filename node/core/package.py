@@ -17,6 +17,9 @@ MAGIC = b"AEGISPK1"
 HEADER_MAX = 16384
 ABI_VERSION = 1
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+# The most fuel a call can have: wasm3's gas limit is an i32 counted in
+# units of GAS_UNIT = 10000 fuel (node/core/metering.py).
+FUEL_MAX = 0x7FFFFFFF * 10000
 DEFAULT_LIMITS = {
     # Fuel per aegis_start/aegis_event call of a metered module (see
     # docs/METERING.md; = metering.DEFAULT_FUEL, ~50 ms of a tight loop).
@@ -146,8 +149,8 @@ def check_manifest(m):
         raise PackageError("limits.memory_pages must be 1..65536")
     if type(m.get("metered", False)) is not bool:
         raise PackageError("manifest metered must be a bool")
-    if m.get("metered") and not 1 <= lim["fuel"] <= 0x7FFFFFFF * 10000:
-        raise PackageError("a metered module needs limits.fuel >= 1")
+    if m.get("metered") and not 1 <= lim["fuel"] <= FUEL_MAX:
+        raise PackageError("a metered module needs limits.fuel 1..%d" % FUEL_MAX)
     return m
 
 

@@ -153,8 +153,6 @@ class Gateway:
                 raise ValueError("install needs the package bytes")
             r = h.install(data, rollback=bool(req.get("rollback")))
             self.kick()
-            if self.mesh:
-                self.mesh.status_changed()
             r["ok"] = True
             return r
         if op == "rollback":
@@ -164,15 +162,11 @@ class Gateway:
                                  "(and optionally the package bytes)")
             r = h.rollback(st, pkg)
             self.kick()
-            if self.mesh:
-                self.mesh.status_changed()
             r["ok"] = True
             return r
         if op == "remove":
             h.remove(str(req.get("name")))
             self.kick()
-            if self.mesh:
-                self.mesh.status_changed()
             return {"ok": True}
         if op == "emit":
             topic, data = req.get("topic"), req.get("data", b"")
@@ -265,6 +259,7 @@ class Gateway:
         if self.cfg.mqtt is not None:
             from node.mqtt.mesh import Mesh
             self.mesh = Mesh(self, self.cfg.mqtt)
+            self.host.on_change = self.mesh.status_changed
             self.mesh.start()
         if self.cfg.quic is not None:   # after [mqtt]: it bridges to that link
             from node.quic.node import QuicNode

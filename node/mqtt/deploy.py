@@ -39,7 +39,6 @@ class Deployer(PushInstaller):
             reply = {"t": "result", "id": tid, "ok": True, "state": r["state"],
                      "module": "%s@%s" % (r["name"], r["version"])}
             self.gw.kick()
-            self.gw.mesh.status_changed()
         self._pending.append(cbor.dumps(reply))
         self.flush_replies()
 
