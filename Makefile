@@ -37,9 +37,11 @@ firmware-deps:
 	@$(MAKE) --no-print-directory sysdeps EXTRA_PKGS="$(FIRMWARE_PKGS)"
 
 # wasm3 as a MicroPython native module for x64, armv6m and rv32imc:
-# build/firmware/<arch>/wasm3.mpy (cached by source hash; docs/NATIVE.md).
+# build/firmware/<arch>/wasm3.mpy (cached by source hash; docs/NATIVE.md), and
+# the unix board's ROMFS mapper build/firmware/rommap-x64/rommap.mpy (docs/BOARDS.md).
 firmware: firmware-deps $(STAMP)
 	@$(VPY) firmware/build.py
+	@$(VPY) firmware/build_rommap.py >/dev/null
 
 $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)

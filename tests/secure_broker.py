@@ -26,7 +26,9 @@ PASSWORDS = {"operator": "op-secret", "gw2": "gw2-secret", "gw3": "gw3-secret"}
 
 
 class SecureBroker(Broker):
-    def __init__(self, dir, groups=None):
+    def __init__(self, dir, groups=None, proxies=None, certs=()):
+        self.proxies = proxies or {}        # proxy host -> [board ids] (ACL)
+        self.certs = tuple(certs)           # extra names to issue certificates for
         self.root = str(dir)
         self.pw_port = free_port()
         self.plain_port = free_port()
@@ -45,7 +47,7 @@ class SecureBroker(Broker):
         cadir = os.path.join(self.root, "ca")
         ca.init(cadir, FLEET)
         ca.issue("broker", cadir, os.path.join(etc, "broker"), ips=["127.0.0.1"])
-        for n in CERTS:
+        for n in CERTS + self.certs:
             ca.issue(n, cadir, self.prefix(n))
         # Same names, another fleet's CA: must be refused both ways.
         other = os.path.join(self.root, "other-ca")
@@ -54,7 +56,7 @@ class SecureBroker(Broker):
         gen = os.path.join(self.root, "gen")
         brokerconf.write(gen, FLEET, ["operator"], self.groups, etc=etc,
                          cert_port=self.port, password_port=self.pw_port, bind="127.0.0.1",
-                         plain_port=self.plain_port)
+                         plain_port=self.plain_port, proxies=self.proxies)
         os.replace(os.path.join(gen, "aegis.acl"), os.path.join(etc, "aegis.acl"))
         pwfile = os.path.join(etc, "passwd")
         for i, (user, pw) in enumerate(sorted(PASSWORDS.items())):

@@ -17,9 +17,9 @@ from host_sim.boards import UnixBoard
 from node.core import envelope as E
 
 
-# The node runtime alone takes ~100 KiB of a 192 KiB heap once imported;
-# wasm3 and a small module need ~40 KiB more (docs/NATIVE.md, heap budget).
-HEAP = "256K"
+# A Pico W's heap: the runtime's bytecode runs from its ROMFS image, which
+# leaves room for wasm3 and a small module (docs/NATIVE.md, heap budget).
+HEAP = "192K"
 
 
 def status(sub, node):

@@ -179,7 +179,8 @@ def test_proxy_mode_capabilities_restarts_and_a_64k_push(tmp_path, broker):
                       and status(sub), 20, "status with 1.1.0")
         assert st["counts"]["heap_peak"] < 192 * 1024
         store = tmp_path / "b1" / "fs" / "aegis"
-        assert sorted(os.listdir(store / "pkgs")) == ["facts@1.1.0.pkg"]
+        # The version before the active one stays, as the rollback target.
+        assert sorted(os.listdir(store / "pkgs")) == ["facts@1.0.0.pkg", "facts@1.1.0.pkg"]
         assert not [f for f in os.listdir(store / "incoming") if f.endswith(".part")]
         print("board heap peak during the 64 KiB push: %d bytes" % st["counts"]["heap_peak"])
 

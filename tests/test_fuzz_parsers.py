@@ -148,6 +148,22 @@ def test_rollback_statements(b, muts):
     w.intact(before)
 
 
+@FAST
+@given(st.binary(max_size=300), MUTS)
+def test_removal_statements(b, muts):
+    from node.admission import apply_remove
+    w = world()
+    before = w.snapshot()
+    good = rb.make_remove("counter", "2.0.0", w.signer.sign, w.signer.raw, b"n" * 16, 0)
+    for data in (b, rb.MAGIC + b, mutate(good, muts)):
+        rb.peek_op(data)            # unverified dispatch: must never raise
+        try:
+            apply_remove(w.host, data)
+        except (InstallError, ValueError):
+            pass
+    w.intact(before)
+
+
 VALID = [metering.instrument(memcap.cap_memory(read(os.path.join(MODULES, n, f)), 16))
          for n, f in (("counter", "counter.wasm"), ("threshold", "threshold.wasm"),
                       ("zigstats", "zigstats.wasm"))]

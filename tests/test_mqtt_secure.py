@@ -270,7 +270,7 @@ def _bad_config(tmp_path, signer, sb):
 def test_broker_config_cli_and_the_shipped_samples(tmp_path):
     out = tmp_path / "out"
     r = cli("broker-config", "--fleet", "home", "--out", str(out), "--group", "lab=gw-1,gw-2",
-            "kitchen=gw-2")
+            "kitchen=gw-2", "--proxy", "gw-1-proxy=pico-1")
     assert "next, on the broker host" in r.stderr
     acl = (out / "aegis.acl").read_text()
     assert "pattern write aegis/home/ev/%u/#" in acl

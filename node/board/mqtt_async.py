@@ -11,6 +11,13 @@
 #   pid = await link.publish_wait("aegis/acme/ev/node-1/t", payload)
 #   async for ev in link: ...    # core events, plus LinkDown(reason)
 #       link.ack(msg) after the message is durably handled (QoS 1)
+#
+# TLS (mqtts://; node/board/tls.py, loaded only then): tls=(ca, cert, key)
+# names DER files on flash (what `aegis flash` writes; MicroPython's mbedTLS
+# takes DER); cert/key may be None (password login on a server-TLS
+# listener).  The context is built once, the handshake happens on the first
+# read/write, so its failure shows up before CONNACK and is reported as kind
+# "tls" (see LinkDown).
 import asyncio
 
 from node.core import mqtt
@@ -36,19 +43,26 @@ except ImportError:             # ports built without random
 
 
 class LinkDown:
-    """The connection ended (reason text); the link reconnects by itself."""
+    """The connection ended (reason text); the link reconnects by itself.
+    kind: "net" (broker unreachable or gone), "tls" (handshake refused or
+    TLS files unusable), "auth" (CONNACK refused the login), "proto"."""
 
-    def __init__(self, reason):
+    def __init__(self, reason, kind="net"):
         self.reason = reason
+        self.kind = kind
 
 
 class MQTTLink:
     def __init__(self, host, port, client_id, subscriptions=(), tick_ms=1000,
                  backoff_ms=(250, 30000), connect_timeout_ms=10000,
-                 max_events=16, read_size=512, write_max=0, **client_kw):
+                 max_events=16, read_size=512, write_max=0, tls=None, **client_kw):
         self.client = mqtt.Client(client_id, **client_kw)
         self.host = host
         self.port = port
+        self.tls = tls                      # (ca, cert, key) DER paths, or None
+        self._ctx = None
+        self.kind = None                    # kind of the last LinkDown
+        self._exc = None                    # first exception of this session
         self.subscriptions = list(subscriptions)
         self.tick_ms = tick_ms
         self.backoff_ms = backoff_ms
@@ -102,6 +116,15 @@ class MQTTLink:
             self.client.subscribe(filters, self.now())
             self._kick.set()
 
+    def unsubscribe(self, topics):
+        """Forget filters (plain strings): not re-sent after a session loss,
+        and UNSUBSCRIBEd now when connected (else the next session's
+        SUBSCRIBE, for a lost session, leaves them out anyway)."""
+        self.subscriptions = [s for s in self.subscriptions if s[0] not in topics]
+        if self.connected and topics:
+            self.client.unsubscribe(list(topics), self.now())
+            self._kick.set()
+
     def ack(self, msg):
         if self.client.ack(msg):
             self._kick.set()
@@ -143,15 +166,25 @@ class MQTTLink:
         fails = 0
         while not self._stop:
             before = self.sessions
+            self.kind = "net"
             why = await self._session()
             self.connected = False
-            self._push(LinkDown(why))
+            up = self.sessions > before
+            if not up and self.tls and self.kind == "net" and why and \
+                    why[:5] in ("read:", "write", "close"):
+                self.kind = "tls"       # died before CONNACK, inside the handshake
+                from node.board.tls import tls_reason
+                why = tls_reason(self._exc)
+            self._push(LinkDown(why, self.kind))
             if self._stop:
                 return
-            fails = 0 if self.sessions > before else fails + 1
+            fails = 0 if up else fails + 1
             # Exponential backoff, capped, with jitter in [d/2, d] so a fleet
-            # that lost its broker does not come back in lockstep.
+            # that lost its broker does not come back in lockstep.  A refused
+            # handshake or login will not heal by itself: wait the longest.
             d = min(self.backoff_ms[1], self.backoff_ms[0] << min(fails, 16))
+            if not up and self.kind in ("tls", "auth"):
+                d = self.backoff_ms[1]
             d = d // 2 + getrandbits(16) % (d // 2 + 1)
             try:
                 await asyncio.wait_for(self._halt.wait(), d / 1000)
@@ -163,8 +196,19 @@ class MQTTLink:
         c.reset()
         self._done.clear()
         self._why = None
+        self._exc = None
+        kw = {}
+        if self.tls:
+            if self._ctx is None:
+                try:
+                    from node.board.tls import tls_context
+                    self._ctx = tls_context(*self.tls)
+                except (ValueError, OSError, MemoryError) as e:
+                    self.kind = "tls"
+                    return str(e)
+            kw = {"ssl": self._ctx, "server_hostname": self.host}
         try:
-            conn = asyncio.open_connection(self.host, self.port)
+            conn = asyncio.open_connection(self.host, self.port, **kw)
             r, w = await asyncio.wait_for(conn, self.connect_timeout_ms / 1000)  # type: ignore[var-annotated]
         except Exception as e:
             return "connect failed: %r" % (e,)
@@ -209,7 +253,11 @@ class MQTTLink:
                 self._room.set()
             elif t is mqtt.PingTimeout:
                 self._end("no answer from broker")
-            elif t is mqtt.ProtocolError or t is mqtt.ConnectRefused:
+            elif t is mqtt.ConnectRefused:
+                self.kind = "auth"
+                self._end("the broker refused the login: " + ev.text)
+            elif t is mqtt.ProtocolError:
+                self.kind = "proto"
                 self._end(ev.text)
             self._push(ev)
         self._kick.set()
@@ -225,14 +273,19 @@ class MQTTLink:
                     await self._room.wait()
                 if into:
                     n = await r.readinto(buf)
+                    if n is None:       # TLS: a handshake/record step, no data yet
+                        continue
                     data = mv[:n] if n else b""
                 else:
                     data = await r.read(len(buf))
+                    if data is None:
+                        continue
                 if not data:
                     return self._end("closed by broker")
                 self.client.receive_data(data, self.now())
                 self._pump()
         except Exception as e:
+            self._exc = self._exc or e
             self._end("read: %r" % (e,))
 
     async def _writer(self, w):
@@ -248,6 +301,7 @@ class MQTTLink:
                     self._kick.clear()
                     await self._kick.wait()
         except Exception as e:
+            self._exc = self._exc or e
             self._end("write: %r" % (e,))
 
     async def _ticker(self):

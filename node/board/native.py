@@ -269,6 +269,13 @@ class NativeEngine:
         gc.collect()
         done(True, "native wasm3, %d bytes heap free" % gc.mem_free())
 
+    def stop(self, name):
+        """Module `name` was removed (node/board/deploy.py remove())."""
+        m = self.mods.pop(name, None)
+        if m is not None:
+            m.run("aegis_stop")
+            gc.collect()
+
     def deliver(self, topic, data, src, mod):
         tb = topic.encode()
         for name in self.b.bus.match(topic):

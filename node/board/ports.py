@@ -12,7 +12,6 @@
 #   sim_sensor   like adc_temp, a slowly varying simulated reading
 import gc
 import sys
-import time
 
 from node.core import cbor
 
@@ -20,17 +19,6 @@ ENOENT = -1
 EPERM = -2
 EINVAL = -3
 EIO = -5
-
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:
-    def ticks_ms():  # type: ignore[misc]  # CPython only
-        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
-
-    def ticks_diff(a, b):  # type: ignore[no-redef, misc]
-        return a - b
-
-_BOOT = ticks_ms()
 
 
 def _value(data):
@@ -85,7 +73,7 @@ class Ports:
     def _facts(self, port, s, data):
         b = self.board
         return {"node_id": b.id, "board": b.cfg.get("board", "?"),
-                "platform": sys.platform, "uptime_ms": ticks_diff(ticks_ms(), _BOOT),
+                "platform": sys.platform, "uptime_ms": b.now(),
                 "mem_free": gc.mem_free() if hasattr(gc, "mem_free") else -1,
                 "modules": len(b.mods)}
 
@@ -121,5 +109,5 @@ class Ports:
         return w[-1]
 
     def _sim_sensor(self, port, s, data):
-        t = ticks_diff(ticks_ms(), _BOOT) // 1000
+        t = self.board.now() // 1000    # ms since the runtime started
         return 20.0 + (t % 100) / 10

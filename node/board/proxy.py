@@ -4,7 +4,8 @@
 #
 #   aegis/<fleet>/node/<board>/proxy/pkg        board -> host: transfer offer/chunk
 #   aegis/<fleet>/node/<board>/proxy/pkg/reply  host -> board: want/ack/result
-#   aegis/<fleet>/node/<board>/proxy/up         board -> host: {t:"ev"} QoS 1, {t:"res"} QoS 0
+#   aegis/<fleet>/node/<board>/proxy/up         board -> host: {t:"ev"} QoS 1, {t:"res"} QoS 0,
+#                                               {t:"stmt"} QoS 1 (signed rollback/removal)
 #   aegis/<fleet>/node/<board>/proxy/down       host -> board: {t:"emit"} QoS 1, {t:"call"} QoS 0
 #
 # A verified package is handed over with the same chunked transfer as a
@@ -30,7 +31,7 @@ class ProxyEngine:
 
     def __init__(self, board):
         self.b = board
-        base = "aegis/%s/node/%s/proxy/" % (board.fleet, board.id)
+        base = board.t_proxy    # aegis/<fleet>/node/<board>/proxy/ (runtime.py subscribes)
         self.t_pkg, self.t_reply = base + "pkg", base + "pkg/reply"
         self.t_up, self.t_down = base + "up", base + "down"
         self._tx = {}           # module name -> [Sender, done, rec]
@@ -57,6 +58,19 @@ class ProxyEngine:
                      max_retries=20)
         self._tx[rec["name"]] = [s, done, rec]
         self.tick(self.b.now())
+
+    def statement(self, data):
+        """Pass a signed rollback/removal statement the board accepted to
+        the host (QoS 1, before any handover it implies): the host checks
+        and applies it to its copy of the module itself."""
+        self.b.link.publish(self.t_up, cbor.dumps({"t": "stmt", "s": bytes(data)}), 1)
+
+    def stop(self, name):
+        """Module `name` was removed: a handover still in flight ends
+        refused (its pusher is answered, its package deleted)."""
+        t = self._tx.pop(name, None)
+        if t is not None:
+            t[1](False, "module %s removed" % name)
 
     def on_connect(self):
         now = self.b.now()

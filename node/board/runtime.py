@@ -3,25 +3,23 @@
 # with backoff (node/board/mqtt_async.py over the core codec), retained
 # status with a last will, module pushes received chunk by chunk into
 # flash and verified (node/board/deploy.py), the local bus, mesh events in
-# with Dedup, module events out through a bounded outbox on flash, and a
-# hardware watchdog fed by the loop.
+# with Dedup, module events out through a bounded outbox on flash
+# (node/board/events.py), and a hardware watchdog fed by the loop.
 import asyncio
 import gc
 import json
 import sys
 import time
 
+# Only what an idle board needs is imported here; the event code (events.py,
+# envelope, bus, outbox), ports, proxy, engines, push code and Wi-Fi come
+# with their first use (the Board properties below; docs/BOARDS.md "Heap
+# budget").
 from node.core import cbor, fleet as F
-from node.core import envelope as E
-from node.core.bus import Bus
-from node.core.outbox import Outbox
 from node.core import mqtt
 from node.board.fsstore import FlashStore
 from node.board.mqtt_async import MQTTLink, LinkDown
-from node.board.ports import Ports
-from node.board.proxy import ProxyEngine
-from node.board import engine as ENG
-from node.board.deploy import Deploys, transfer
+from node.board.rtslot import Slot
 
 try:
     from micropython import const
@@ -29,9 +27,7 @@ except ImportError:
     def const(x):  # type: ignore[misc]  # CPython only
         return x
 
-_WIN = const(4)             # forwarded events awaiting PUBACK
 _STATUS_MS = const(60000)   # status refresh; also sent on every change
-_BUS_CACHE = const(32)      # topics whose matches the bus may cache
 # The hardware watchdog cannot be stopped once armed, and `aegis flash`
 # interrupts this loop to copy files: arm it only after this long, so a
 # reset gives mpremote a window (node/flash.py resets the board first).
@@ -50,33 +46,36 @@ def wall_ms():
 
 
 def parse_url(url):
-    if url.startswith("mqtts://"):
-        raise ValueError("mqtts:// is not supported on boards yet; use mqtt:// on a trusted network")
-    if not url.startswith("mqtt://"):
-        raise ValueError("mqtt url %r must look like mqtt://host:port" % url)
-    hp = url[7:].split("/")[0]
+    """(host, port, tls?) from mqtt://host[:1883] or mqtts://host[:8883]."""
+    tls = url.startswith("mqtts://")
+    if not tls and not url.startswith("mqtt://"):
+        raise ValueError("mqtt url %r must look like mqtt://host:port or mqtts://host:port" % url)
+    hp = url[8 if tls else 7:].split("/")[0]
     if ":" in hp:
         h, p = hp.rsplit(":", 1)
-        return h, int(p)
-    return hp, 1883
+        return h, int(p), tls
+    return hp, 8883 if tls else 1883, tls
 
 
 class Board:
-    def __init__(self, cfg):
+    def __init__(self, cfg, slot="a"):
         self.cfg = cfg
+        # The runtime slot booted (firmware/main.py) and its version; an
+        # update asks for a restart at restart_at (node/board/rtupdate.py).
+        self.rt = Slot(slot, cfg.get("runtime_confirm_s", 120))
+        self.restart_at = None
+        self.restart_why = None
+        self.stopping = False
+        self.main = asyncio.current_task()  # built in amain(): its task ends on a restart
         self.id, self.fleet = cfg["node_id"], cfg["fleet"]
         self.chunk = int(cfg.get("chunk", 1024))
-        st = self.store = FlashStore(cfg.get("store", "aegis"))
+        self.store = FlashStore(cfg.get("store", "aegis"))
         self.keys = [bytes.fromhex(k) for k in cfg["trusted_keys"]]
-        self.bus = Bus()
-        self.seq = E.SeqCounter(st, "mesh/seq")
-        self.outbox = Outbox(st, "outbox/", max_items=int(cfg.get("outbox_max", 200)),
-                             max_bytes=int(cfg.get("outbox_bytes", 65536)),
-                             seg_bytes=8192, max_record=8192)
-        self.dedup = E.Dedup(window=256, max_sources=16)
-        self.transfer = transfer    # for the engines: the same lazy loader
-        self.deploys = Deploys(self)
-        self.ports = Ports(cfg.get("ports"), self)
+        # Loaded on first use (the properties below): a board without
+        # modules needs no bus, outbox, ports, proxy or push code in its heap.
+        self._bus = self._seq = self._outbox = self._dedup = None
+        self._ports = self._proxy = self._deploys = None
+        self._deploy_bad = 0    # bad deploy messages of unloaded Deploys
         self.native = None
         self.wdt = None         # machine.WDT on real boards, armed by the ticker
         self.wdt_ms = int(cfg.get("watchdog_ms", 0)) if sys.platform != "linux" else 0
@@ -101,18 +100,99 @@ class Board:
                        "bad_envelopes": 0, "bad_messages": 0, "deploy_installed": 0,
                        "deploy_refused": 0}
         m = cfg.get("mqtt") or {}
-        host, port = parse_url(m.get("url", "mqtt://127.0.0.1:1883"))
+        host, port, tls = parse_url(m.get("url", "mqtt://127.0.0.1:1883"))
+        if tls and not m.get("ca"):
+            raise ValueError("mqtts:// on a board needs [mqtt] ca (re-run aegis flash)")
+        self.link_errors = {}   # LinkDown kind -> count; last reason in status
+        self.link_error = None
+        self._link_logged = None
         self.link = MQTTLink(
             host, port, "aegis-%s-%s" % (self.fleet, self.id),
+            tls=(m["ca"], m.get("cert"), m.get("key")) if tls else None,
             subscriptions=[(t, 1) for t in self.t_deploy], clean_session=False, write_max=2048,
             keepalive=int(m.get("keepalive", 30)), username=m.get("username"),
             password=m.get("password"), max_inflight=8,
             max_packet=max(int(m.get("max_packet", 8192)), self.chunk + 1024),
             will=(self.t_status, self._status(False), 1, True),
             backoff_ms=(int(m.get("backoff_min_ms", 500)), int(m.get("backoff_max_ms", 30000))))
-        self.proxy = ProxyEngine(self)
-        self.link.subscribe(self.proxy.subscriptions())
+        # The proxy's topics (node/board/proxy.py); a message on them loads it.
+        self.t_proxy = "aegis/%s/node/%s/proxy/" % (self.fleet, self.id)
+        self.link.subscribe([(self.t_proxy + "down", 1), (self.t_proxy + "pkg/reply", 1)])
+        if self.store.list("outbox/seg-"):
+            self.outbox     # events of an earlier run still to forward
         self._restore()
+
+    # ---- parts loaded on first use ------------------------------------
+    @property
+    def bus(self):
+        if self._bus is None:
+            from node.core.bus import Bus
+            self._bus = Bus()
+        return self._bus
+
+    @property
+    def seq(self):
+        if self._seq is None:
+            from node.core import envelope as E
+            self._seq = E.SeqCounter(self.store, "mesh/seq")
+        return self._seq
+
+    @property
+    def outbox(self):
+        if self._outbox is None:
+            from node.core.outbox import Outbox
+            c = self.cfg
+            self._outbox = Outbox(self.store, "outbox/", max_items=int(c.get("outbox_max", 200)),
+                                  max_bytes=int(c.get("outbox_bytes", 65536)),
+                                  seg_bytes=8192, max_record=8192)
+        return self._outbox
+
+    @property
+    def dedup(self):
+        if self._dedup is None:
+            from node.core import envelope as E
+            self._dedup = E.Dedup(window=256, max_sources=16)
+        return self._dedup
+
+    @property
+    def ports(self):
+        if self._ports is None:
+            from node.board.ports import Ports
+            self._ports = Ports(self.cfg.get("ports"), self)
+        return self._ports
+
+    @property
+    def proxy(self):
+        if self._proxy is None:
+            from node.board.proxy import ProxyEngine
+            self._proxy = ProxyEngine(self)
+        return self._proxy
+
+    @property
+    def deploys(self):
+        if self._deploys is None:
+            from node.board.deploy import Deploys
+            self._deploys = Deploys(self)
+        return self._deploys
+
+    def transfer(self):
+        """node.core.transfer for the engines, loaded on demand (deploy.py)."""
+        from node.board.deploy import transfer
+        return transfer()
+
+    def _unload_deploys(self):
+        # Once a push is over (its transfer code already unloaded after 30
+        # idle s, deploy.py) the push code itself goes too, until the next.
+        d = self._deploys
+        if d is not None and d.rx is None and not d.stmts and not self._pending and \
+                "node.core.transfer" not in sys.modules:
+            self._deploy_bad += d.bad
+            self._deploys = None
+            from node.board.deploy import unload
+            unload("node.board.deploy")
+
+    def handing_over(self):
+        return self._proxy is not None and self._proxy.busy()
 
     # ---- clock --------------------------------------------------------
     def now(self):
@@ -130,6 +210,11 @@ class Board:
                 self.store.delete(name)
                 continue
             self._activate(rec, "starting")
+        # Packages no record names: a reset cut a removal or a switch short.
+        keep = [r["pkg"] for r in self.mods.values()] + [r.get("prev") for r in self.mods.values()]
+        for p in self.store.list("pkgs/"):
+            if p not in keep:
+                self.store.delete(p)
         for rec in list(self.mods.values()):
             self.run(rec, None)
 
@@ -146,6 +231,7 @@ class Board:
         self._status_due = True
 
     def run(self, rec, tid):
+        from node.board import engine as ENG
         eng = ENG.select(self, rec)
         rec["mode"] = eng.mode
 
@@ -162,23 +248,23 @@ class Board:
         cur = self.mods.get(name)
         if ok:
             if cur is not rec:
-                if cur is not None and cur["pkg"] != rec["pkg"]:
-                    self.store.delete(cur["pkg"])
-                self.store.write("mods/%s.cbor" % name, cbor.dumps(
-                    {k: rec[k] for k in ("name", "v", "pkg", "size", "sub", "emit", "ports", "tid")}))
+                from node.board.deploy import switched
+                switched(self, cur, rec)    # record on flash; previous kept for rollback
                 self._activate(rec, "running")
             rec["state"] = "running"
             self.counts["deploy_installed"] += tid is not None
             log("module %s@%s running (%s): %s" % (name, rec["v"], rec["mode"], detail))
         else:
             if cur is not rec:
-                self.store.delete(rec["pkg"])
+                if not rec.get("rb_from"):  # a rollback target stays: it is cur's previous
+                    self.store.delete(rec["pkg"])
             else:
                 rec["state"] = "error: " + str(detail)[:80]  # type: ignore[index]
             self.counts["deploy_refused"] += tid is not None
             log("module %s@%s not started: %s" % (name, rec["v"], detail))
         if tid is not None:
-            self.deploys.finish(tid, ok, "%s (%s)" % (detail, rec["mode"]) if ok else detail)
+            self.deploys.finish(tid, ok, "%s (%s)" % (detail, rec["mode"]) if ok else detail,
+                                "%s@%s" % (name, rec["v"]))
         self._status_due = True
 
     def module(self, label):
@@ -191,77 +277,16 @@ class Board:
             return rec
         return self._pending.get(label)
 
-    # ---- events -------------------------------------------------------
+    # ---- events (node/board/events.py, loaded with the first module) ----
     def emit(self, rec, topic, data):
-        """A module's emit: checked against its manifest, then the local
-        bus and the outbox (at-least-once to the mesh).  False if denied."""
-        if type(topic) is not str or type(data) is not bytes:
-            return False
-        E.check_topic(topic)
-        if topic[0] == "$" or not any(topic.startswith(p) for p in rec["emit"]):
-            return False
-        mod = "%s@%s" % (rec["name"], rec["v"])
-        self._dispatch(topic, data, self.id, mod)
-        self.outbox.push(E.encode(self.id, self.seq.take(), wall_ms(), topic, data, mod))
-        self._flush_due = True
-        self._send_more()
-        return True
-
-    def _dispatch(self, topic, data, src, mod):
-        subs = self.bus.match(topic)
-        if len(self.bus._cache) > _BUS_CACHE:
-            self.bus._cache = {}
-        engines = []
-        for name in subs:
-            rec = self.mods.get(name)
-            if rec is None or rec.get("mode") is None:
-                continue
-            # A proxied module's own emits were already delivered on its host.
-            if rec["mode"] == "proxy" and src == self.id and mod not in E.NOT_MODULES:
-                continue
-            eng = self.native if rec["mode"] == "native" else self.proxy
-            if eng not in engines:
-                engines.append(eng)
-        for eng in engines:
-            eng.deliver(topic, data, src, mod)  # type: ignore[union-attr]
-
-    def _on_envelope(self, topic, payload):
-        c = self.counts
-        try:
-            src, t = E.parse_ev_topic(self.fleet, topic)
-            if src == self.id:
-                c["own"] += 1
-                return
-            env = E.decode(bytes(payload), 8192)
-            if env.src != src or env.topic != t or t[0] == "$":
-                raise E.EnvelopeError("envelope does not match its topic")
-        except (E.EnvelopeError, ValueError) as e:
-            c["bad_envelopes"] += 1
-            return
-        if self.dedup.seen(env.src, env.seq):
-            c["dups"] += 1
-            return
-        c["received"] += 1
-        self._dispatch(t, env.data, env.src, env.mod)
+        """A module's emit (the engines call it); False if its manifest denies it."""
+        from node.board import events
+        return events.emit(self, rec, topic, data)
 
     def _send_more(self):
-        if not self.link.connected:
-            return
-        while len(self.inflight) < _WIN:
-            nxt = self.outbox.peek(1, after=self._sent_upto)
-            if not nxt:
-                return
-            i, rec = nxt[0]
-            try:
-                topic = self.ev_base + E.decode(rec).topic
-            except E.EnvelopeError:
-                self.outbox.ack(i)
-                continue
-            pid = self.link.publish(topic, rec, 1)
-            if pid is None:
-                return
-            self.inflight[pid] = i
-            self._sent_upto = i
+        if self.link.connected and self._outbox is not None:
+            from node.board import events
+            events.send_more(self)
 
     def _puback(self, pid):
         i = self.inflight.pop(pid, None)
@@ -278,19 +303,26 @@ class Board:
         counts = {}
         if online:
             counts.update(self.counts)
-            counts.update(self.proxy.stats())
-            ob = self.outbox.stats()
+            if self._proxy is not None:
+                counts.update(self._proxy.stats())
+            ob = self._outbox.stats() if self._outbox is not None else {"len": 0, "dropped": 0}
             counts["outbox_len"], counts["outbox_dropped"] = ob["len"], ob["dropped"]
-            counts["port_calls"] = self.ports.calls
-            counts["deploy_bad_messages"] = self.deploys.bad_count()
-            counts["dedup_dups"] = self.dedup.dups
+            counts["port_calls"] = self._ports.calls if self._ports is not None else 0
+            d = self._deploys
+            counts["deploy_bad_messages"] = self._deploy_bad + (
+                d.bad_count() if d is not None else 0)
+            counts["dedup_dups"] = self._dedup.dups if self._dedup is not None else 0
             if hasattr(gc, "mem_alloc"):
                 gc.collect()        # in use, not garbage waiting for a collection
                 counts["heap"], counts["heap_peak"] = gc.mem_alloc(), self.heap_peak
         return F.encode_status(self.id, online, self.groups, mods, self.chunk, counts,
                                wall_ms(), {"mode": "proxy" if self.native is None else "native",
                                            "board": self.cfg.get("board", "?"),
-                                           "ports": self.ports.names()})
+                                           "ports": sorted(self.cfg.get("ports") or {}),
+                                           "runtime": self.rt.status(),
+                                           # as a gateway's: why the link last went down
+                                           "mqtt": {"errors": self.link_errors,
+                                                    "last_error": self.link_error}})
 
     def _publish_status(self):
         if self.link.connected and self._status_due:
@@ -308,10 +340,11 @@ class Board:
         topic = msg.topic
         try:
             if topic.startswith(self.ev_in):
-                self._on_envelope(topic, msg.payload)
+                from node.board import events
+                events.on_envelope(self, topic, msg.payload)
             elif topic in self.t_deploy:
                 self.deploys.on_message(msg.payload)
-            else:
+            elif topic.startswith(self.t_proxy):
                 self.proxy.on_message(topic, msg.payload)
         except Exception as e:      # one bad message must never stop the node
             self.bad(topic, e)
@@ -337,13 +370,28 @@ class Board:
                 self._puback(ev.packet_id)
             elif t is mqtt.Connected:
                 log("connected to broker (session %s)" % ("kept" if ev.session_present else "new"))
+                self.rt.confirm()           # online with this runtime: keep it
                 self._status_due = True
                 self._publish_status()
-                self.proxy.on_connect()
+                if self._proxy is not None:
+                    self._proxy.on_connect()
                 self._send_more()
-                self.deploys.out()
+                if self._deploys is not None:
+                    self._deploys.out()
             elif t is LinkDown:
-                log("link down:", ev.reason)
+                self._link_down(ev)
+
+    def _link_down(self, ev):
+        # One log line per new reason, then one a minute while it lasts: a
+        # broker refusing our TLS files must not flood the console.
+        k = ev.kind
+        self.link_errors[k] = self.link_errors.get(k, 0) + 1
+        self.link_error = ev.reason
+        now = self.now()
+        last = self._link_logged
+        if last is None or last[0] != ev.reason or now - last[1] >= 60000:
+            self._link_logged = (ev.reason, now)
+            log("link down (%s, %d times):" % (k, self.link_errors[k]), ev.reason)
 
     async def ticker(self):
         t0 = self.now()
@@ -358,13 +406,21 @@ class Board:
                 import machine
                 self.wdt = machine.WDT(timeout=min(self.wdt_ms, 8000))
                 log("watchdog armed (%d ms)" % min(self.wdt_ms, 8000))
+            if self.rt.trial and now - t0 >= self.rt.deadline_ms:
+                self.restart("not online within %d s" % (self.rt.deadline_ms // 1000), True)
+            elif self.restart_at is not None and now >= self.restart_at and (
+                    not self.link.client.inflight() or now - self.restart_at > 10000):
+                self.restart(self.restart_why)     # after the update's answer was acked
             try:
                 sta = self.sta
                 if sta is not None and not sta.isconnected() and n % 10 == 0:
                     w = self.cfg.get("wifi") or {}
                     sta.connect(w.get("ssid"), w.get("password", ""))   # lost: rejoin
-                self.proxy.tick(now)
-                self.deploys.tick(now)
+                if self._proxy is not None:
+                    self._proxy.tick(now)
+                if self._deploys is not None:
+                    self._deploys.tick(now)
+                    self._unload_deploys()
                 if self._flush_due:     # outbox state: at most once a second
                     self._flush_due = False
                     self.outbox.flush()
@@ -377,43 +433,46 @@ class Board:
             self._probe()
 
 
-def wifi_up(cfg):
-    import network
-    w = cfg.get("wifi") or {}
-    sta = network.WLAN(network.STA_IF)
-    sta.active(True)
-    if not sta.isconnected():
-        log("joining Wi-Fi", w.get("ssid"))
-        sta.connect(w.get("ssid"), w.get("password", ""))
-        t0 = time.ticks_ms()
-        while not sta.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < 30000:
-            time.sleep_ms(200)
-    log("Wi-Fi", "up %s" % (sta.ifconfig()[0],) if sta.isconnected() else "not up yet")
-    if sta.isconnected():
-        try:                        # envelope timestamps want a real clock
-            import ntptime
-            ntptime.settime()
-        except Exception as e:      # no NTP: timestamps count from the board's epoch
-            log("no NTP time:", repr(e))
-    return sta
+    def restart(self, why, failed=False):
+        """End amain() with "restart": firmware/main.py resets the board,
+        or re-imports from the slot the marker now names (Unix port)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if failed:
+            self.rt.failed(why)
+        log("restarting:", why)
+        if self.main is not None:
+            self.main.cancel()
 
 
-async def amain(cfg):
-    sta = wifi_up(cfg) if cfg.get("wifi") and sys.platform != "linux" else None
+async def amain(cfg, slot="a"):
+    sta = None
+    if cfg.get("wifi") and sys.platform != "linux":
+        from node.board.wifi import wifi_up    # real boards only
+        sta = wifi_up(cfg)
     if hasattr(gc, "threshold"):
         gc.threshold(16384)     # collect early: keep the heap small and unfragmented
-    b = Board(cfg)
+    b = Board(cfg, slot)
     b.sta = sta
     gc.collect()
-    log("node %s (%s) booted, heap %d bytes in use, %d modules"
-        % (b.id, cfg.get("board", "?"), gc.mem_alloc() if hasattr(gc, "mem_alloc") else -1,
-           len(b.mods)))
+    log("node %s (%s) booted runtime %s from slot %s, heap %d bytes in use, %d modules"
+        % (b.id, cfg.get("board", "?"), b.rt.version(), b.rt.slot,
+           gc.mem_alloc() if hasattr(gc, "mem_alloc") else -1, len(b.mods)))
     asyncio.create_task(b.link.run())
     asyncio.create_task(b.ticker())
-    await b.events()
+    try:
+        await b.events()
+    except asyncio.CancelledError:
+        if not b.stopping:
+            raise
+        b.outbox.flush()
+        await b.link.stop()         # DISCONNECT: the broker drops the will
+        return "restart"
 
 
-def main(cfg_path="aegis.json"):
+def main(cfg_path="aegis.json", slot="a"):
+    """Runs until a restart is asked for ("restart", firmware/main.py)."""
     with open(cfg_path) as f:
         cfg = json.load(f)
     for k in ("node_id", "fleet", "trusted_keys"):
@@ -421,11 +480,17 @@ def main(cfg_path="aegis.json"):
             raise ValueError("%s: missing %r (re-run aegis flash)" % (cfg_path, k))
     while True:
         try:
-            asyncio.run(amain(cfg))
+            if hasattr(asyncio, "new_event_loop"):
+                asyncio.new_event_loop()    # no task of a crashed run lingers
+            if asyncio.run(amain(cfg, slot)) == "restart":
+                return "restart"
         except KeyboardInterrupt:
             raise
         except Exception as e:      # last resort: log, pause, start over
             log("runtime crashed, restarting:", repr(e))
             if hasattr(sys, "print_exception"):
                 sys.print_exception(e)
+            # A runtime on trial that crashes goes back to the previous one.
+            if Slot(slot).failed("crashed: %r" % (e,)):
+                return "restart"
             time.sleep(2)

@@ -12,6 +12,15 @@ def die(msg, code=1):
     sys.exit(code)
 
 
+def die_broker(e):
+    """Exit for an operator command's broker error: 1 when something said
+    no (a node's refusal, or the broker refusing TLS, login or ACL), 2 for
+    bad input or no broker to talk to."""
+    from node.mqtt.link import LinkError
+    from node.mqtt.push import PushError
+    die(str(e), 1 if isinstance(e, (PushError, LinkError)) else 2)
+
+
 def jsonable(v):
     if isinstance(v, (bytes, bytearray)):
         return {"hex": bytes(v).hex()}

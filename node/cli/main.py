@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from node.cli.common import DEFAULT_SOCKET, client, die, jsonable, read_or_die, request
+from node.cli.common import DEFAULT_SOCKET, client, die, die_broker, jsonable, read_or_die, request
 from node.cli.packing import cmd_pack
 from node.control import ControlError
 
@@ -38,11 +38,6 @@ def cmd_install(args):
         extra = " (replaced %s)" % r["replaced"] if r.get("replaced") else ""
         print("%s@%s is %s%s, switched in %.1f ms"
               % (r["name"], r["version"], r["state"], extra, r.get("swap_ms", 0)))
-
-
-def cmd_remove(args):
-    request(args, "remove", name=args.name)
-    print("removed %s" % args.name)
 
 
 def cmd_emit(args):
@@ -127,18 +122,16 @@ def cmd_push(args):
         return quic_push(args)
     if not args.to or not args.broker:
         die("push needs --to and --broker (MQTT), or --quic HOST:PORT --cert PREFIX", 2)
-    from node.mqtt.link import LinkError, UrlError
     from node.mqtt.push import PushError, push
     data = read_or_die(args.file)
+    if data[:8] == b"AEGISRB1":     # a signed rollback/removal statement
+        from node.cli.remove_cmd import push_statement
+        return push_statement(args, data)
     try:
         hdr, res = push(args.broker, args.fleet, data, args.to, chunk=args.chunk or 4096,
                         window=args.window or 16, timeout_s=args.timeout, tls=_tls(args))
-    except (PushError, UrlError, ValueError) as e:
-        die(str(e), 1 if isinstance(e, PushError) else 2)
-    except LinkError as e:      # refused TLS, login or ACL: exit 1, like a refusal
-        die(str(e), 1)
-    except ConnectionError as e:
-        die(str(e), 2)
+    except (PushError, ValueError, ConnectionError) as e:
+        die_broker(e)
     bad = 0
     for node in sorted(res):
         ok, detail, sent, n = res[node]
@@ -153,30 +146,37 @@ def cmd_push(args):
         sys.exit(1)
 
 
+def _runtime_cell(rt):
+    """A board's runtime (version, slot, a failed update); "-" elsewhere."""
+    if not isinstance(rt, dict):
+        return "-"
+    f = rt.get("failed")
+    return "%s (slot %s%s)" % (rt.get("v", "?"), rt.get("slot", "?"),
+                               "; %s failed" % f.get("v") if isinstance(f, dict) else "")
+
+
 def cmd_fleet_status(args):
-    from node.mqtt.link import LinkError, UrlError
     from node.mqtt.operator import fleet_status
     try:
         nodes, bad = fleet_status(args.broker, args.fleet, **_tls(args))
-    except LinkError as e:
-        die(str(e), 1)
-    except (UrlError, ValueError, ConnectionError) as e:
-        die(str(e), 2)
+    except (ValueError, ConnectionError) as e:
+        die_broker(e)
     if args.json:
         print(json.dumps(jsonable({"fleet": args.fleet, "nodes": [nodes[n] for n in sorted(nodes)],
                                    "unreadable": bad})))
         return
-    rows = [("NODE", "ONLINE", "GROUPS", "MODULES", "OUTBOX", "DROPPED")]
+    rows = [("NODE", "ONLINE", "GROUPS", "MODULES", "OUTBOX", "DROPPED", "RUNTIME")]
     for n in sorted(nodes):
         st = nodes[n]
         c = st["counts"]
         rows.append((n, "yes" if st["online"] else "no", ",".join(st["groups"]) or "-",
                      " ".join("%s@%s" % (m["name"], m["version"]) for m in st["modules"]) or "-",
-                     str(c.get("outbox_len", "-")), str(c.get("outbox_dropped", "-"))))
-    w = [max(len(r[i]) for r in rows) for i in range(6)]
+                     str(c.get("outbox_len", "-")), str(c.get("outbox_dropped", "-")),
+                     _runtime_cell(st.get("runtime"))))
+    w = [max(len(r[i]) for r in rows) for i in range(7)]
     print("fleet %s: %d node(s)" % (args.fleet, len(nodes)))
     for r in rows:
-        print("  ".join(r[i].ljust(w[i]) for i in range(6)).rstrip())
+        print("  ".join(r[i].ljust(w[i]) for i in range(7)).rstrip())
     for b in bad:
         print("aegis: unreadable status %s" % b, file=sys.stderr)
 
@@ -247,7 +247,7 @@ def cmd_broker_config(args):
     try:
         paths = bc.write(args.out, args.fleet, args.operator, bc.parse_groups(args.group),
                          args.etc, args.cert_port, args.password_port, args.bind,
-                         args.plain_port)
+                         args.plain_port, bc.parse_proxies(args.proxy))
     except (bc.BrokerConfError, OSError) as e:
         die(str(e), 2)
     print("wrote %s" % ", ".join(paths))
@@ -307,8 +307,8 @@ def parser():
     from node.cli.rollback_cmd import add_parser as _rollback_parser, cmd_rollback
     _rollback_parser(cmd, cmd_rollback)
 
-    s = cmd("remove", cmd_remove, "stop and remove a module", sock=True)
-    s.add_argument("name")
+    from node.cli.remove_cmd import add_parser as _remove_parser
+    _remove_parser(cmd)
 
     s = cmd("emit", cmd_emit, "publish an event on the node's bus", sock=True)
     s.add_argument("topic")
@@ -355,6 +355,9 @@ def parser():
                    help="chunks in flight per node (default 16)")
     s.add_argument("--timeout", type=float, default=300.0, help="give up after SECONDS")
 
+    from node.cli.runtime_cmd import add_parser as _runtime_parser
+    _runtime_parser(cmd, broker_args)
+
     s = cmd("modules", cmd_modules, "list modules", sock=True)
     s.add_argument("--json", action="store_true")
 
@@ -386,6 +389,9 @@ def parser():
                    help="users that may push and read the fleet (default: operator)")
     s.add_argument("--group", nargs="+", metavar="GROUP=NODE,...",
                    help="deploy group members (the ACL lets each read its group topic)")
+    s.add_argument("--proxy", nargs="+", metavar="HOST=BOARD,...",
+                   help="proxy hosts (`aegis proxy` user names) and the boards each serves: "
+                   "the ACL gives each host those boards' proxy topics")
     s.add_argument("--etc", default="/etc/mosquitto/aegis", metavar="DIR",
                    help="where the broker keeps ca.crt, broker.crt/.key, aegis.acl, passwd")
     s.add_argument("--cert-port", type=int, default=8883, help="client-certificate "

@@ -9,42 +9,18 @@
 # Also here: per-source duplicate suppression (`Dedup`) and the persisted
 # per-source sequence counter (`SeqCounter`) that makes suppression work.
 from node.core import bus, cbor
+# Node ids live in ids.py (a board names its topics without this module).
+from node.core.ids import MAX_ID, _ID_CHARS, EnvelopeError, _check_chars, check_node_id  # noqa: F401
 
 MAX_DATA = 65536
 MAX_TOPIC = 255
-MAX_ID = 64
 MAX_MOD = 129          # "name@version", each part at most 64
 MAX_INT = (1 << 63) - 1
 # CBOR overhead of a maximal envelope is well under this; checking the raw
 # length first means a hostile 100 MB payload is refused before decoding.
 _SLACK = 1024
 
-_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 _VER_CHARS = _ID_CHARS + "+"
-
-
-class EnvelopeError(ValueError):
-    pass
-
-
-def _check_chars(what, s, allowed, maxlen):
-    if type(s) is not str:
-        raise EnvelopeError("%s must be text, got %s" % (what, type(s).__name__))
-    if not 1 <= len(s) <= maxlen:
-        raise EnvelopeError("%s must be 1..%d characters, got %d"
-                            % (what, maxlen, len(s)))
-    for c in s:
-        if c not in allowed:
-            raise EnvelopeError("%s %r has character %r; allowed: A-Z a-z 0-9 _ . -"
-                                % (what, s, c))
-
-
-def check_node_id(node_id, what="node id"):
-    """Node ids (and fleet names): 1..64 chars of [A-Za-z0-9_.-]."""
-    _check_chars(what, node_id, _ID_CHARS, MAX_ID)
-    if node_id in (".", ".."):
-        # They become MQTT levels and sometimes file names; keep them inert.
-        raise EnvelopeError("%s must not be '.' or '..'" % what)
 
 
 def check_topic(topic):
@@ -252,6 +228,32 @@ class Dedup:
             return True
         bits[p >> 3] |= m
         return False
+
+    def dumps(self):
+        """The windows as CBOR ({src: [top, bitmap]}), for save() to persist."""
+        return cbor.dumps({k: [st[0], bytes(st[1])] for k, st in self._src.items()})
+
+    def loads(self, raw):
+        """Restore windows saved by dumps().  Entries that do not fit this
+        window size are skipped (that source starts fresh); returns how
+        many sources were restored.  Raises EnvelopeError when unreadable."""
+        try:
+            d = cbor.loads(raw)
+        except cbor.CBORError as e:
+            raise EnvelopeError("dedup state unreadable: %s" % e)
+        if type(d) is not dict:
+            raise EnvelopeError("dedup state is not a map")
+        n = 0
+        for k, v in d.items():
+            if n >= self.max_sources:
+                break
+            if (type(k) is not str or type(v) is not list or len(v) != 2
+                    or type(v[0]) is not int or v[0] < 0 or type(v[1]) is not bytes
+                    or len(v[1]) != self.window // 8):
+                continue
+            self._src[k] = [v[0], bytearray(v[1]), 0]
+            n += 1
+        return n
 
     def _evict(self):
         # O(sources) only when a new source arrives while full; fine at 256.

@@ -8,7 +8,7 @@
 #   aegis/<fleet>/node/<node>/deploy/reply transfer messages from the node
 #   aegis/<fleet>/group/<group>/deploy     transfer messages to a group
 from node.core import cbor
-from node.core.envelope import EnvelopeError, check_node_id
+from node.core.ids import EnvelopeError, check_node_id
 
 MAX_STATUS = 16384
 

@@ -13,7 +13,7 @@
 # Portable (MicroPython too): plain functions, no typing, no I/O.
 
 from node.core import wasmcode as wc
-from node.core.wasmcode import MeteringError, Reader, uleb, sleb
+from node.core.wasmcode import MeteringError, Reader, uleb
 
 # wasm3 adds usegas(n) to gasUsed as n / 10000: gasLimit is in these units.
 GAS_UNIT = 10000

@@ -1,9 +1,9 @@
-# A sans-I/O MQTT 3.1.1 client: bytes and `now` (ms) in, events and bytes out.
+# A sans-I/O MQTT 3.1.1 / 5 client: bytes and `now` (ms) in, events and bytes out.
 #
 # Why not umqtt.simple: it blocks the board until each PUBACK and cannot
 # receive a module push while it publishes.  This is the h11/aioquic shape
-# instead: the driver (node/board/mqtt_async.py on boards and gateways) owns
-# the socket and the clock; this file owns the protocol, runs unchanged on
+# instead: the driver (node/board/mqtt_async.py on boards,
+# node/mqtt/aio_link.py on gateways) owns the socket and the clock; this file owns the protocol, runs unchanged on
 # CPython and MicroPython, and never raises out of receive_data (a hostile
 # broker gets a ProtocolError event and the driver drops the connection).
 #
@@ -23,6 +23,21 @@
 # reset() and are sent again, in order and with DUP=1, after the next
 # CONNACK, as MQTT 3.1.1 section 4.4 requires.  QoS 2 is not supported: we
 # never ask for it, so a QoS 2 PUBLISH from the broker is a protocol error.
+#
+# version=5 (the gateway; boards use 3.1.1): the same packets with empty
+# property lists, the "no local" subscription option (filters as (f, qos,
+# no_local)), reason codes on PUBACK (Published.code, >= 0x80 is a refusal)
+# and on a broker's DISCONNECT (Disconnected), and the broker's Receive
+# Maximum (CONNACK) lowering the in-flight window.  Properties we receive are
+# checked and skipped (node/core/mqtt5.py, loaded for version=5 only).  A 3.1.1 broker refuses a level 5 CONNECT with return
+# code 1: ConnectRefused(1); the driver then retries with version=4.
+
+# The events, error and packet helpers (node/core/mqttwire.py), re-exported:
+# users keep importing them from here.
+from node.core.mqttwire import (  # noqa: F401
+    MQTTError, Connected, ConnectRefused, Message, Published, Subscribed, Unsubscribed,
+    PingTimeout, ProtocolError, Disconnected, refused_text, _SERVER_FLAGS, _varint, _str,
+    _check_topic, _packet)
 
 IDLE = 0          # no CONNECT sent on this connection yet (fresh or reset)
 CONNECTING = 1    # CONNECT queued, waiting for CONNACK
@@ -30,120 +45,14 @@ CONNECTED = 2
 CLOSED = 3        # refused, timed out, protocol error or disconnect(): reset()
 
 MAX_PACKET = 70 * 1024          # inbound limit; boards size it to their heap
-_WIRE_MAX = 268435455           # largest remaining length MQTT can express
-
-_REFUSED = {1: "unacceptable protocol version", 2: "identifier rejected",
-            3: "server unavailable", 4: "bad user name or password",
-            5: "not authorized"}
-
-# Packet types a server may send us, with the only flags MQTT allows on
-# each; PUBLISH (3) carries its own flags.  Anything else is an error as soon
-# as its first byte arrives, before any body is buffered.
-_SERVER_FLAGS = {2: 0, 4: 0, 9: 0, 11: 0, 13: 0}
-
-
-class MQTTError(ValueError):
-    pass
-
-
-class Connected:
-    def __init__(self, session_present):
-        self.session_present = session_present
-
-
-class ConnectRefused:
-    def __init__(self, code, text):
-        self.code = code
-        self.text = text
-
-
-class Message:
-    # payload is a memoryview over a buffer owned by this message alone (no
-    # copy of a 64 KiB module chunk on a 192 KiB heap); bytes(m.payload)
-    # copies it when needed.
-    def __init__(self, topic, payload, qos, retain, dup, packet_id, gen):
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.dup = dup
-        self.packet_id = packet_id
-        self._gen = gen
-
-
-class _Done:
-    def __init__(self, packet_id, granted=None):
-        self.packet_id = packet_id
-        self.granted = granted
-
-
-class Published(_Done):         # PUBACK for our QoS 1 publish
-    pass
-
-
-class Subscribed(_Done):        # granted: a code per filter, 0/1/2 or 0x80 refused
-    pass
-
-
-class Unsubscribed(_Done):
-    pass
-
-
-class PingTimeout:
-    # No PINGRESP (or no CONNACK) within ping_timeout: the link is dead or
-    # half-open.  The client is CLOSED; the driver reconnects.
-    pass
-
-
-class ProtocolError:
-    def __init__(self, text):
-        self.text = text
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return out
-
-
-def _str(s):
-    b = s.encode() if type(s) is str else bytes(s)
-    if len(b) > 0xFFFF:
-        raise MQTTError("string longer than 65535 bytes")
-    return len(b).to_bytes(2, "big") + b
-
-
-def _check_topic(topic, wild):
-    if type(topic) is not str or not topic or "\x00" in topic:
-        raise MQTTError("topic must be non-empty text without NUL")
-    if not wild and ("+" in topic or "#" in topic):
-        raise MQTTError("cannot publish to a wildcard topic %r" % topic)
-
-
-def _packet(first, parts, size):
-    # One buffer of exactly the right size: a large payload is copied once.
-    if size > _WIRE_MAX:
-        raise MQTTError("packet too large for MQTT")
-    head = _varint(size)
-    buf = bytearray(1 + len(head) + size)
-    buf[0] = first
-    i = 1 + len(head)
-    buf[1:i] = head
-    for p in parts:
-        n = len(p)
-        buf[i:i + n] = p
-        i += n
-    return buf
 
 
 class Client:
     def __init__(self, client_id, keepalive=30, clean_session=False, will=None,
                  username=None, password=None, max_packet=MAX_PACKET,
-                 max_inflight=8, ping_timeout=10000, auto_ack=False):
+                 max_inflight=8, ping_timeout=10000, auto_ack=False, version=4):
+        if version not in (4, 5):
+            raise MQTTError("MQTT version must be 4 (3.1.1) or 5")
         if not client_id and not clean_session:
             raise MQTTError("an empty client id needs clean_session=True")
         if password is not None and username is None:
@@ -164,7 +73,15 @@ class Client:
         self.max_inflight = max_inflight
         self.ping_timeout = ping_timeout
         self.auto_ack = auto_ack
+        self.version = version
+        self._props = None
+        if version == 5:    # boards speak 3.1.1 and never load this
+            from node.core import mqtt5
+            self._props = mqtt5.props
         self._inflight = []     # [packet_id, packet bytearray, sent] in send order
+        self._ids = set()       # their packet ids
+        self._last_topic = None  # the last topic published, and its encoding
+        self._last_t = b""
         self._pid = 0
         self._gen = 0           # connection generation, to drop stale acks
         self._events = []       # kept across reset(): a PUBACK read just before
@@ -186,16 +103,29 @@ class Client:
         self._ping_at = None    # when the unanswered PINGREQ (or CONNECT) went out
         self._last_tx = 0
         self._gen += 1
+        self.receive_max = 0xFFFF   # MQTT 5: the broker's limit (CONNACK)
 
     def connect(self, now):
         if self.state != IDLE:
             raise MQTTError("connect() needs a fresh connection: call reset() first")
         flags = 0x02 if self.clean_session else 0
-        parts = [b"\x00\x04MQTT\x04", b"", self.keepalive.to_bytes(2, "big"),
-                 _str(self.client_id)]
+        v5 = self.version == 5
+        parts = [b"\x00\x04MQTT\x05" if v5 else b"\x00\x04MQTT\x04", b"",
+                 self.keepalive.to_bytes(2, "big")]
+        if v5:
+            # Maximum Packet Size: the broker drops what we could not take
+            # instead of sending it (and so costing us the connection).  A
+            # kept session must outlive the connection (expiry: never).
+            props = b"\x27" + self.max_packet.to_bytes(4, "big")
+            if not self.clean_session:
+                props += b"\x11\xff\xff\xff\xff"
+            parts.append(bytes([len(props)]) + props)
+        parts.append(_str(self.client_id))
         if self.will is not None:
             topic, payload, qos, retain = self.will
             flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+            if v5:
+                parts.append(b"\x00")
             parts.append(_str(topic))
             parts.append(_str(payload))
         if self.username is not None:
@@ -220,33 +150,49 @@ class Client:
     def publish(self, topic, payload, qos=0, retain=False, now=None):
         """0 for QoS 0, the packet id for QoS 1, or None when not accepted
         now (window full, or QoS 0 while not connected): back off."""
-        _check_topic(topic, False)
+        if topic == self._last_topic:       # a stream to one topic: checked once
+            t = self._last_t
+        else:
+            _check_topic(topic, False)
+            t = _str(topic)
+            self._last_topic = topic
+            self._last_t = t
         if qos not in (0, 1):
             raise MQTTError("QoS must be 0 or 1")
         if type(payload) is str:
             payload = payload.encode()
         if now is None:
             now = self._now
-        t = _str(topic)
+        props = b"\x00" if self.version == 5 else b""     # MQTT 5: no properties
         first = 0x30 | (qos << 1) | (1 if retain else 0)
         if qos == 0:
             if self.state != CONNECTED:
                 return None
-            self._send(_packet(first, (t, payload), len(t) + len(payload)), now)
+            self._send(_packet(first, (t, props, payload), len(t) + len(props) + len(payload)),
+                       now)
             return 0
-        if len(self._inflight) >= self.max_inflight:
+        if len(self._inflight) >= self.window():
             return None
         pid = self._new_pid()
-        pkt = _packet(first, (t, pid.to_bytes(2, "big"), payload), len(t) + 2 + len(payload))
+        pkt = _packet(first, (t, pid.to_bytes(2, "big"), props, payload),
+                      len(t) + 2 + len(props) + len(payload))
         e = [pid, pkt, False]
         self._inflight.append(e)
+        self._ids.add(pid)
         if self.state == CONNECTED:     # else it goes out after the CONNACK
             e[2] = True
             self._send(pkt, now)
         return pid
 
+    def window(self):
+        """How many QoS 1 publishes may be unacked: ours, or the broker's
+        Receive Maximum (MQTT 5) if lower."""
+        return min(self.max_inflight, self.receive_max)
+
     def subscribe(self, filters, now=None):
-        """filters: [(filter, qos)] with qos 0 or 1.  Returns the packet id."""
+        """filters: [(filter, qos)] or [(filter, qos, no_local)] with qos 0
+        or 1; no_local (MQTT 5 only; ignored on 3.1.1): the broker does not
+        send back our own publishes.  Returns the packet id."""
         return self._sub(0x82, filters, now, True)
 
     def unsubscribe(self, filters, now=None):
@@ -259,6 +205,8 @@ class Client:
             raise MQTTError("no filters")
         pid = self._new_pid()
         parts = [pid.to_bytes(2, "big")]
+        if self.version == 5:
+            parts.append(b"\x00")
         for f in filters:
             topic = f[0] if with_qos else f
             _check_topic(topic, True)
@@ -266,7 +214,8 @@ class Client:
             if with_qos:
                 if f[1] not in (0, 1):
                     raise MQTTError("subscription QoS must be 0 or 1")
-                parts.append(bytes([f[1]]))
+                nl = len(f) > 2 and f[2] and self.version == 5
+                parts.append(bytes([f[1] | (4 if nl else 0)]))
         self._pending[pid] = len(filters)
         self._send(_packet(first, parts, sum(len(p) for p in parts)),
                    self._now if now is None else now)
@@ -325,7 +274,7 @@ class Client:
         self._last_tx = now
 
     def _new_pid(self):
-        busy = [e[0] for e in self._inflight]
+        busy = self._ids
         while True:
             self._pid = self._pid % 0xFFFF + 1
             if self._pid not in busy and self._pid not in self._pending:
@@ -341,6 +290,16 @@ class Client:
             self.ack(ev)
         return ev
 
+    def events(self):
+        """Every pending event at once (a driver's batch), oldest first."""
+        evs = self._events
+        self._events = []
+        if self.auto_ack:
+            for ev in evs:
+                if type(ev) is Message:
+                    self.ack(ev)
+        return evs
+
     def receive_data(self, data, now):
         """Feed bytes from the socket, split anywhere.  Never raises."""
         self._now = now
@@ -348,6 +307,8 @@ class Client:
             return
         try:
             self._feed(memoryview(data))
+        except MQTTError as e:      # a malformed MQTT 5 property list (mqtt5.py)
+            self._fail(str(e))
         except MemoryError:
             self._fail("out of memory for a %d byte packet" % self._rl)
         except Exception as e:       # a bug must not take the board down
@@ -358,21 +319,47 @@ class Client:
         self._body = None
         self._events.append(ProtocolError(text))
 
+    def _bad_first(self, b):
+        t = b >> 4
+        if t == 3:
+            ok = (b & 6) != 6       # QoS 3 does not exist
+        else:
+            ok = _SERVER_FLAGS.get(t) == b & 0x0F and (t != 14 or self.version == 5)
+        if not ok:
+            self._fail("unexpected packet type %d flags %d" % (t, b & 15))
+        return not ok
+
     def _feed(self, mv):
         i = 0
         n = len(mv)
         while i < n and self.state != CLOSED:
+            if mv[i] == 0x40 and self._hdr is None and n - i >= 4 and mv[i + 1] == 2 \
+                    and self.state == CONNECTED:
+                # Fastest path: a bare PUBACK (a stream of them after a burst).
+                pid = (mv[i + 2] << 8) | mv[i + 3]
+                i += 4
+                inf = self._inflight
+                if inf and inf[0][0] == pid:        # acks come in order
+                    del inf[0]
+                    self._ids.discard(pid)
+                    self._events.append(Published(pid))
+                else:
+                    self._handle(0x40, bytearray(mv[i - 2:i]))
+                continue
+            if self._hdr is None and n - i >= 2 and mv[i + 1] < 0x80 \
+                    and n - i - 2 >= mv[i + 1] and 2 + mv[i + 1] <= self.max_packet:
+                # Fast path: a whole small packet (PUBACKs, events) in view.
+                b, rl = mv[i], mv[i + 1]
+                if self._bad_first(b):
+                    return
+                i += 2 + rl
+                self._handle(b, bytearray(mv[i - rl:i]))
+                continue
             if self._body is None:
                 b = mv[i]
                 i += 1
                 if self._hdr is None:
-                    t = b >> 4
-                    if t == 3:
-                        ok = (b & 6) != 6       # QoS 3 does not exist
-                    else:
-                        ok = _SERVER_FLAGS.get(t) == b & 0x0F
-                    if not ok:
-                        self._fail("unexpected packet type %d flags %d" % (t, b & 15))
+                    if self._bad_first(b):
                         return
                     self._hdr = b
                     self._rl = 0
@@ -407,13 +394,27 @@ class Client:
     def _handle(self, hdr, body):
         t = hdr >> 4
         n = len(body)
+        v5 = self.version == 5
         if t == 2:
-            if self.state != CONNECTING or n != 2 or body[0] & 0xFE:
+            # MQTT 5 CONNACKs carry properties; a 3.1.1 broker refusing our
+            # level 5 CONNECT answers in its own 2-byte form.
+            if self.state != CONNECTING or n < 2 or (n != 2 and not v5) or body[0] & 0xFE:
                 return self._fail("malformed or unexpected CONNACK")
+            if n > 2:
+                end, got = self._props(body, 2)
+                if end != n:
+                    return self._fail("malformed CONNACK")
+                rm = got.get(0x21)
+                if rm == 0:
+                    return self._fail("CONNACK with Receive Maximum 0")
+                if rm:
+                    self.receive_max = rm
+                if got.get(0x13) is not None:   # the broker's keepalive wins
+                    self.keepalive = got[0x13]
             self._ping_at = None
             if body[1]:
                 self.state = CLOSED
-                self._events.append(ConnectRefused(body[1], _REFUSED.get(body[1], "refused")))
+                self._events.append(ConnectRefused(body[1], refused_text(body[1])))
                 return
             self.state = CONNECTED
             self._events.append(Connected(bool(body[0] & 1)))
@@ -444,17 +445,26 @@ class Client:
                 pid = (body[2 + tl] << 8) | body[3 + tl]
                 if not pid:
                     return self._fail("PUBLISH with packet id 0")
+            if v5:
+                off, _ = self._props(body, off)
             self._events.append(Message(topic, memoryview(body)[off:], qos, bool(hdr & 1),
                                         bool(hdr & 8), pid, self._gen))
         elif t == 4 or t == 11:
-            if n != 2:
+            # MQTT 5 may add a reason code (PUBACK: one, UNSUBACK: one per
+            # filter) and properties.
+            if n < 2 or (n != 2 and not v5):
                 return self._fail("malformed PUBACK/UNSUBACK")
             pid = (body[0] << 8) | body[1]
             if t == 4:
-                for j in range(len(self._inflight)):
-                    if self._inflight[j][0] == pid:
-                        del self._inflight[j]
-                        self._events.append(Published(pid))
+                code = body[2] if n > 2 else 0
+                if n > 3 and self._props(body, 3)[0] != n:
+                    return self._fail("malformed PUBACK")
+                inf = self._inflight
+                for j in range(len(inf)):
+                    if inf[j][0] == pid:
+                        del inf[j]
+                        self._ids.discard(pid)
+                        self._events.append(Published(pid, code))
                         break
                 # an unknown id is a late duplicate ack after a resend: ignore
             elif self._pending.pop(pid, None) is not None:
@@ -463,9 +473,9 @@ class Client:
             if n < 3:
                 return self._fail("truncated SUBACK")
             pid = (body[0] << 8) | body[1]
-            granted = list(body[2:])
+            granted = list(body[self._props(body, 2)[0] if v5 else 2:])
             for g in granted:
-                if g not in (0, 1, 2, 0x80):
+                if g not in (0, 1, 2, 0x80) and not (v5 and g > 0x80):
                     return self._fail("bad SUBACK return code %d" % g)
             want = self._pending.pop(pid, None)
             if want is not None:
@@ -477,3 +487,6 @@ class Client:
             if n:
                 return self._fail("malformed PINGRESP")
             self._ping_at = None
+        elif t == 14:       # MQTT 5 only (_bad_first): the broker hangs up
+            self.state = CLOSED
+            self._events.append(Disconnected(body[0] if n else 0))

@@ -196,8 +196,8 @@ class Outbox:
         self._cur = seg
 
     def _find(self, i):
-        for seg in self._segs:
-            if seg.base <= i < seg.end():
+        for seg in self._segs:      # acks come mostly in order: head first
+            if seg.base <= i < seg.base + len(seg.offs):
                 return seg
         return None
 
@@ -222,21 +222,26 @@ class Outbox:
         ignored (MQTT may deliver a PUBACK twice).  True if it was live."""
         if type(i) is not int or i < self._head or i in self._done:
             return False
-        if self._find(i) is None:
+        seg = self._find(i)
+        if seg is None:
             return False
-        self._mark(i)
+        self._mark(i, seg)
         self.acked += 1
-        self._advance()
         return True
 
-    def _mark(self, i):
-        seg = self._find(i)
-        self._done.add(i)
+    def _mark(self, i, seg=None):
+        if seg is None:
+            seg = self._find(i)
         self._live -= 1
         self._bytes -= seg.lens[i - seg.base]
         self._dirty_state = True
-        if i == self._head:
+        if i == self._head and i + 1 < seg.base + len(seg.offs) and not self._done:
+            self._head = i + 1      # the usual case: in order, inside a segment
+        elif i == self._head:
+            self._done.add(i)
             self._advance()
+        else:
+            self._done.add(i)
 
     def _advance(self):
         # Move the head past done ids and delete segments left fully done.
@@ -261,14 +266,37 @@ class Outbox:
     def flush(self):
         """Make pushes and acks durable: at most one store.sync (the open
         segment) and one atomic write of the ack state, only if changed."""
+        seg, state = self.flush_plan()
+        self.flush_write(seg, state)
+
+    def flush_plan(self):
+        """flush() in two halves, for a driver that keeps the slow part off
+        its event loop: this half (on the loop) takes the segment to sync
+        and the ack state as of now, and counts the outbox clean;
+        flush_write(seg, state) (anywhere, one at a time) makes them durable,
+        segment first, so the state never names a record the log could
+        lose.  If that fails, call dirty() so the next flush retries."""
+        seg = state = None
         if self._dirty_seg:
-            self.store.sync(self._cur.name)
+            seg = self._cur.name
             self._dirty_seg = False
         if self._dirty_state:
-            self.store.write(self.prefix + "state", cbor.dumps({
-                "head": self._head, "next": self._next, "dropped": self.dropped,
-                "acked": _ranges(self._done)}))
+            state = cbor.dumps({"head": self._head, "next": self._next,
+                                "dropped": self.dropped, "acked": _ranges(self._done)})
             self._dirty_state = False
+        return seg, state
+
+    def flush_write(self, seg, state):
+        if seg is not None:
+            self.store.sync(seg)
+        if state is not None:
+            self.store.write(self.prefix + "state", state)
+
+    def dirty(self):
+        """A flush_write failed: the next flush does it all again."""
+        if self._cur is not None:
+            self._dirty_seg = True
+        self._dirty_state = True
 
     def stats(self):
         return {"len": self._live, "bytes": self._bytes, "dropped": self.dropped,

@@ -18,6 +18,10 @@
 # remembers recent nonces and refuses statements older than MAX_AGE_MS
 # (when its own clock is set).
 #
+# The same envelope, with {"op": "remove", "module", "from": VERSION active
+# now, "node", "nonce", "ts"} (no "to"), is a signed removal (`aegis remove
+# --key`): the node stops and deletes the module, under the same replay rules.
+#
 # Portable (MicroPython too): signing/verifying are callables handed in.
 from node.core import cbor
 from node.core.package import PackageError, check_name, key_id, parse_version
@@ -42,16 +46,36 @@ def make(module, from_version, to_version, sign, raw_pub, nonce, ts_ms, node="*"
     return MAGIC + cbor.dumps({"stmt": sb, "sig": sign(sb), "kid": key_id(raw_pub)})
 
 
-def _check(st):
-    if type(st) is not dict or st.get("op") != "rollback":
-        raise RollbackError("not a rollback statement")
+def make_remove(module, version, sign, raw_pub, nonce, ts_ms, node="*"):
+    """Statement bytes that remove `module` while `version` is active."""
+    st = {"op": "remove", "module": module, "from": version, "node": node,
+          "nonce": bytes(nonce), "ts": int(ts_ms)}
+    _check(st, ("remove",))
+    sb = cbor.dumps(st)
+    return MAGIC + cbor.dumps({"stmt": sb, "sig": sign(sb), "kid": key_id(raw_pub)})
+
+
+def peek_op(data):
+    """The statement's op ("rollback", "remove"), UNVERIFIED: only to pick
+    the handler, which then opens the statement with open_statement."""
+    try:
+        h = cbor.loads(bytes(data)[8:MAX_BYTES])
+        op = cbor.loads(h["stmt"]).get("op")
+    except Exception:
+        return None
+    return op if type(op) is str else None
+
+
+def _check(st, ops=("rollback",)):
+    if type(st) is not dict or st.get("op") not in ops:
+        raise RollbackError("not a %s statement" % " or ".join(ops))
     try:
         check_name(st.get("module"))
         frm = parse_version(st.get("from"))
-        to = parse_version(st.get("to"))
+        to = parse_version(st.get("to")) if st["op"] == "rollback" else None
     except PackageError as e:
-        raise RollbackError("rollback statement: %s" % e)
-    if not to < frm:
+        raise RollbackError("%s statement: %s" % (st["op"], e))
+    if to is not None and not to < frm:
         raise RollbackError("rollback statement must go to an older version (%s -> %s)"
                             % (st["from"], st["to"]))
     node = st.get("node")
@@ -69,9 +93,10 @@ def is_statement(data):
     return bytes(data[:8]) == MAGIC
 
 
-def open_statement(data, verifiers, node_id, now_ms):
+def open_statement(data, verifiers, node_id, now_ms, ops=("rollback",)):
     """Parse and verify statement bytes -> the statement dict.
-    `verifiers`: {kid: callable(sig, msg) -> bool}.  Raises RollbackError."""
+    `verifiers`: {kid: callable(sig, msg) -> bool}; `ops` the statement
+    kinds the caller applies.  Raises RollbackError."""
     data = bytes(data)
     if len(data) > MAX_BYTES or not is_statement(data):
         raise RollbackError("not a rollback statement (bad magic or too large)")
@@ -94,7 +119,7 @@ def open_statement(data, verifiers, node_id, now_ms):
         st = cbor.loads(sb)
     except cbor.CBORError as e:
         raise RollbackError("rollback statement: %s" % e)
-    _check(st)
+    _check(st, ops)
     if st["node"] != "*" and st["node"] != node_id:
         raise RollbackError("rollback statement is for node %r, not %r" % (st["node"], node_id))
     if now_ms >= CLOCK_SET_MS:

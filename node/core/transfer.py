@@ -147,8 +147,11 @@ def _msg(t, tid, **kw):
     return cbor.dumps(kw)
 
 
-def _hash(read_at, size):
-    h, off = hashlib.sha256(), 0
+def _hash(read_at, size, h=None, off=0):
+    """sha256 digest of bytes off..size read back in pieces, continuing `h`
+    (which then holds the hash of bytes 0..off) when given."""
+    if h is None:
+        h = hashlib.sha256()
     while off < size:
         piece = read_at(off, min(_HASH_PIECE, size - off))
         if not piece:
@@ -166,6 +169,9 @@ class _T:
         self.bits = bytearray((self.n + 7) // 8)
         self.have = self.unsaved = self.since_ack = 0
         self.win, self.seen, self.verifying = 16, 0, False
+        # sha256 of chunks 0..hashed-1, fed as they arrive in order (the
+        # usual case), so completing re-reads only what came out of order.
+        self.h, self.hashed = hashlib.sha256(), 0
 
     def same(self, o):
         return (self.size, self.chunk, self.sha) == (o.size, o.chunk, o.sha)
@@ -339,6 +345,9 @@ class Receiver:
             return
         part = self._names(tid)[0]
         self.store.write_at(part, i * t.chunk, d)
+        if i == t.hashed:
+            t.h.update(d)
+            t.hashed += 1
         _set(t.bits, i)
         t.have += 1
         t.unsaved += 1
@@ -371,8 +380,19 @@ class Receiver:
     def _complete(self, t):
         part, state, pkg = self._names(t.tid)
         st = self.store
-        st.sync(part)
-        got = _hash(lambda o, n: st.read_at(part, o, n), t.size)
+        # Durable before the node uses it.  A store that can (the gateway's
+        # DirStore) fsyncs in the background while the node verifies; the
+        # install then waits for it with sync() before moving the file into
+        # place.  Others sync now.
+        soon = getattr(st, "sync_soon", None)
+        if soon is not None:
+            soon(part)
+        else:
+            st.sync(part)
+        # The running hash covers the in-order prefix exactly as written;
+        # the rest (out-of-order or resumed chunks) is read back.
+        got = _hash(lambda o, n: st.read_at(part, o, n), t.size, t.h,
+                    min(t.size, t.hashed * t.chunk))
         if st.size(part) != t.size or got != t.sha:
             self._drop(t)
             text = ("package sha256 mismatch (got %s, offered %s); the data was discarded, "
@@ -391,6 +411,26 @@ class Receiver:
         self._t.pop(t.tid, None)
         for x in self._names(t.tid):
             self.store.delete(x)
+
+    def received_head(self, tid):
+        """(object name, n): the first n bytes of transfer `tid`'s package
+        are on the store under that name (chunks that came in order; what
+        the running hash covers).  (None, 0) when there is no such transfer
+        receiving.  Lets the node check a package's head early."""
+        t = self._t.get(tid)
+        if t is None or t.verifying:
+            return None, 0
+        return self._names(tid)[0], min(t.size, t.hashed * t.chunk)
+
+    def refuse(self, tid, text):
+        """The node will not take this package whatever the rest holds
+        (e.g. its signed header failed): the final result now, the data
+        dropped, chunks still on their way dropped quietly."""
+        t = self._t.get(tid)
+        if t is None or t.verifying:
+            raise TransferError("no transfer %s receiving" % tid, tid)
+        self._drop(t)
+        self._send("result", tid, ok=False, error=str(text))
 
     def finish(self, tid, ok, detail):
         """The node's verdict on a Complete package: sends the final result.

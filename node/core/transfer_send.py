@@ -104,6 +104,11 @@ class Sender:
     def next_event(self):
         return self._events.pop(0) if self._events else None
 
+    def touch(self, now):
+        """Count the silence timeout from `now` (messages built ahead of
+        the time they can be sent)."""
+        self._last_rx = now
+
     def _finish(self, ok, detail):
         self.result = (ok, detail)
         self._out = []

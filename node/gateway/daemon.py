@@ -7,7 +7,7 @@ import sys
 import time
 
 from node import adapters, keys
-from node.control import ControlError, encode, read_frame
+from node.control import ControlError, FrameReader, encode
 from node.core import cbor
 from node.core.bus import check_filter, matches, TopicError
 from node.gateway import config as cfgmod
@@ -108,28 +108,40 @@ class Gateway:
 
     # ---- control socket ----------------------------------------------------
     async def serve_client(self, reader, writer):
+        # Requests come in batches (all complete frames of one read) and
+        # their answers go out, in order, in one write: a client streaming
+        # emits costs a wakeup per read, not per emit.
+        frames = FrameReader(reader)
         try:
-            while True:
+            done = False
+            while not done:
                 try:
-                    req = await read_frame(reader)
+                    reqs = await frames.batch()
                 except asyncio.IncompleteReadError:
                     break
-                except (ControlError, ValueError) as e:
-                    writer.write(encode({"ok": False, "error": "bad request: %s" % e}))
-                    break
-                op = req.get("op")
-                if op == "events" and req.get("follow"):
-                    await self._follow(req, writer)
-                    break
-                try:
-                    resp = self.handle(op, req)
-                except (InstallError, TopicError, ValueError, OverflowError) as e:
-                    resp = {"ok": False, "error": str(e)}
-                except Exception as e:  # never let one request kill the daemon
-                    self.log("error", "control request failed", op=op, error=repr(e))
-                    resp = {"ok": False, "error": "internal error: %r" % e}
-                writer.write(encode(resp))
+                out, follow = [], None
+                for req in reqs:
+                    if isinstance(req, ControlError):
+                        out.append(encode({"ok": False, "error": "bad request: %s" % req}))
+                        done = True
+                        break
+                    op = req.get("op")
+                    if op == "events" and req.get("follow"):
+                        follow = req
+                        break
+                    try:
+                        resp = self.handle(op, req)
+                    except (InstallError, TopicError, ValueError, OverflowError) as e:
+                        resp = {"ok": False, "error": str(e)}
+                    except Exception as e:  # never let one request kill the daemon
+                        self.log("error", "control request failed", op=op, error=repr(e))
+                        resp = {"ok": False, "error": "internal error: %r" % e}
+                    out.append(encode(resp))
+                writer.write(b"".join(out))
                 await writer.drain()
+                if follow is not None:
+                    await self._follow(follow, writer)
+                    break
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:

@@ -9,6 +9,12 @@ listeners a client's MQTT user name is its node id -- the certificate's CN
     publish   aegis/<fleet>/ev/<id>/#, .../node/<id>/status, .../node/<id>/deploy/reply
     subscribe aegis/<fleet>/ev/#, .../node/<id>/deploy, group deploy topics listed here
 
+Boards in proxy mode (node/board/proxy.py) also get their own proxy topics:
+publish .../node/<id>/proxy/pkg and proxy/up, read proxy/pkg/reply and
+proxy/down.  A proxy host (`aegis proxy`, node/proxy/host.py), listed with
+--proxy HOST=BOARD,..., gets the other side of exactly those boards' proxy
+topics and nothing else of theirs.
+
 Operators get the whole fleet tree.  %c (client id) is never used: the
 client chooses it, the broker does not check it.
 """
@@ -26,9 +32,17 @@ def _id(v, what):
         raise BrokerConfError(str(e))
 
 
-def acl(fleet, operators, groups=None):
+# The proxy topics under aegis/<fleet>/node/<board>/: (suffix, board's
+# access, proxy host's access).  The board publishes its packages and its
+# events/call results; the host answers the handover and sends calls/emits.
+PROXY_TOPICS = (("proxy/pkg", "write", "read"), ("proxy/pkg/reply", "read", "write"),
+                ("proxy/up", "write", "read"), ("proxy/down", "read", "write"))
+
+
+def acl(fleet, operators, groups=None, proxies=None):
     """ACL text.  `groups` maps group name -> [node ids]: mosquitto's ACL
-    has no group membership, so each member gets its own line."""
+    has no group membership, so each member gets its own line.  `proxies`
+    maps a proxy host's user name -> [board ids it serves]."""
     _id(fleet, "fleet")
     if not operators:
         raise BrokerConfError("name at least one operator (the only user that may push)")
@@ -39,11 +53,22 @@ def acl(fleet, operators, groups=None):
         for n in nodes:
             _id(n, "node id")
             members.setdefault(n, []).append(g)
+    served = {}
+    for h, boards in sorted((proxies or {}).items()):
+        _id(h, "proxy host")
+        for bd in boards:
+            _id(bd, "board id")
+            if bd == h:
+                raise BrokerConfError("proxy host %r cannot serve itself" % h)
+            if bd in served and served[bd] != h:
+                raise BrokerConfError("board %r has two proxy hosts (%s, %s); exactly one host "
+                                      "runs a board's modules" % (bd, served[bd], h))
+            served[bd] = h
     for o in operators:
         _id(o, "operator name")
-        if o in members:
-            raise BrokerConfError("%r is named as operator and as group member; node ids and "
-                                  "operator names share one name space" % o)
+        if o in members or o in (proxies or {}):
+            raise BrokerConfError("%r is named as operator and as group member or proxy host; "
+                                  "node ids and operator names share one name space" % o)
     b = "aegis/%s/" % fleet
     out = ["# Mosquitto ACL for aegis fleet %r, written by `aegis broker-config`." % fleet,
            "# A client's user name is its node id (certificate CN or password-file",
@@ -55,10 +80,20 @@ def acl(fleet, operators, groups=None):
            "pattern read %sev/#" % b,
            "pattern write %snode/%%u/status" % b,
            "pattern read %snode/%%u/deploy" % b,
-           "pattern write %snode/%%u/deploy/reply" % b]
+           "pattern write %snode/%%u/deploy/reply" % b,
+           "",
+           "# Every node that is a board in proxy mode: its own proxy topics only.",
+           ] + ["pattern %s %snode/%%u/%s" % (mine, b, t) for t, mine, _ in PROXY_TOPICS]
+    users = {}      # one `user` block per name: group reads, then proxy lines
     for n in sorted(members):
-        out += ["", "# %s: member of %s" % (n, ", ".join(members[n])), "user %s" % n]
-        out += ["topic read %sgroup/%s/deploy" % (b, g) for g in members[n]]
+        users.setdefault(n, ["# %s: member of %s" % (n, ", ".join(members[n]))])
+        users[n] += ["topic read %sgroup/%s/deploy" % (b, g) for g in members[n]]
+    for h, boards in sorted((proxies or {}).items()):
+        users.setdefault(h, []).append("# %s: proxy host of %s" % (h, ", ".join(boards)))
+        for bd in boards:
+            users[h] += ["topic %s %snode/%s/%s" % (host, b, bd, t) for t, _, host in PROXY_TOPICS]
+    for n in sorted(users):
+        out += [""] + users[n][:1] + ["user %s" % n] + users[n][1:]
     for o in operators:
         out += ["", "# operator: push, fleet status, everything in the fleet's tree",
                 "user %s" % o, "topic readwrite %s#" % b]
@@ -109,22 +144,27 @@ def mosquitto_conf(etc, cert_port=8883, password_port=8884, bind=None, plain_por
     return "\n".join(out)
 
 
-def parse_groups(specs):
+def parse_groups(specs, what="--group", left="GROUP", right="NODE"):
     """["lab=gw1,gw2", ...] -> {"lab": ["gw1", "gw2"]}."""
     groups = {}
     for s in specs or ():
         g, sep, nodes = s.partition("=")
         if not sep or not nodes:
-            raise BrokerConfError("--group %r: write GROUP=NODE[,NODE...]" % s)
+            raise BrokerConfError("%s %r: write %s=%s[,%s...]" % (what, s, left, right, right))
         groups.setdefault(g, []).extend(n for n in nodes.split(",") if n)
     return groups
 
 
+def parse_proxies(specs):
+    """["gw-1-proxy=pico-1,pico-2"] -> {"gw-1-proxy": ["pico-1", "pico-2"]}."""
+    return parse_groups(specs, "--proxy", "HOST", "BOARD")
+
+
 def write(out_dir, fleet, operators, groups=None, etc="/etc/mosquitto/aegis",
-          cert_port=8883, password_port=8884, bind=None, plain_port=0):
+          cert_port=8883, password_port=8884, bind=None, plain_port=0, proxies=None):
     """Write out_dir/aegis.conf and out_dir/aegis.acl; returns both paths."""
     import os
-    files = {"aegis.acl": acl(fleet, operators, groups),
+    files = {"aegis.acl": acl(fleet, operators, groups, proxies),
              "aegis.conf": mosquitto_conf(etc, cert_port, password_port, bind, plain_port)}
     os.makedirs(out_dir, exist_ok=True)
     paths = []

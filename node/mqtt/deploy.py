@@ -16,6 +16,7 @@ class Deployer(PushInstaller):
         self.reply = reply_topic(gw.cfg.fleet, gw.cfg.node_id)
         self.max_chunk = mcfg.max_chunk
         self._pending = []      # replies waiting for a connection
+        self.later = gw.loop.call_soon
 
     def on_message(self, topic, payload):
         if RB.is_statement(payload):
@@ -29,11 +30,17 @@ class Deployer(PushInstaller):
         this node's deploy topic; answered like a transfer result, with id =
         the first 16 bytes of sha256(statement) in hex."""
         tid = hashlib.sha256(bytes(stmt)).hexdigest()[:32]
+        op = RB.peek_op(stmt)
         try:
-            r = self.host.rollback(stmt)
+            if op == "remove":      # signed `aegis remove --key` (node/admission.py)
+                from node.admission import apply_remove
+                r = apply_remove(self.host, stmt)
+            else:
+                r = self.host.rollback(stmt)
         except (InstallError, ValueError) as e:
             self.counts["refused"] += 1
-            self.log("warn", "rollback refused", reason=str(e))
+            self.log("warn", "%s refused" % ("removal" if op == "remove" else "rollback"),
+                     reason=str(e))
             reply = {"t": "result", "id": tid, "ok": False, "error": str(e)}
         else:
             reply = {"t": "result", "id": tid, "ok": True, "state": r["state"],
@@ -47,7 +54,10 @@ class Deployer(PushInstaller):
         self._drain()
 
     def _drain(self):
-        self.drain_events({})
+        self.drain_events({}, self._send)
+        self._send()
+
+    def _send(self):
         self._pending.extend(b for _, b in self.rx.messages_to_send())
         self.flush_replies()
 

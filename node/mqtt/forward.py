@@ -10,12 +10,15 @@ way in (they came back through a bridge).
 import collections
 import time
 
+from node.core import cbor
 from node.core import envelope as E
 from node.core.bus import TopicError, matches
 from node.core.outbox import Outbox, OutboxError
 
 STALL_S = 30.0      # in flight without any PUBACK this long: resend from head
 FLUSH_S = 0.05      # outbox fsync at most this often (appends reach the OS at once)
+DEDUP_SAVE_S = 1.0  # dedup windows persisted at most this often while envelopes arrive
+DEDUP_NAME = "mesh/dedup"
 BATCH_MAX = 1000    # events a tap holds before appending them to the outbox
 RAM_BYTES = 8 << 20  # unsent records also kept in RAM (beyond: read back from the store)
 
@@ -37,12 +40,16 @@ class Forwarder:
                              max_bytes=mcfg.outbox_bytes)
         self.seq = E.SeqCounter(gw.store, "mesh/seq")
         self.dedup = E.Dedup()
+        self._dedup_at = None   # loop timer of the pending dedup save
+        self._load_dedup()
         self.window = mcfg.inflight
         self._inflight = {}     # MQTT mid -> outbox id
-        self._sent_upto = -1    # highest outbox id handed to paho
+        self._sent_upto = -1    # highest outbox id handed to the link
         self._last_ack = time.monotonic()
         self._dropped_logged = self.outbox.dropped
         self._flush_at = None   # loop timer of the pending outbox flush
+        self._flushing = None   # future of the flush running on a worker thread
+        self._flush_again = False
         self._batch = []        # (topic, record) encoded by tap, not yet in the outbox
         # Unsent records in id order, all ids > _sent_upto and consecutive
         # (id, mqtt topic, record); _ram_bytes bounds it.
@@ -50,6 +57,7 @@ class Forwarder:
         self._ram_bytes = 0
         self._ev_base = E.ev_topic(self.fleet, self.node_id, "x")[:-1]
         self._forward_ok = {}   # topic -> bool, the forward filter's verdict
+        self._checked = set()   # (topic, mod) pairs E.encode accepted
         self.bridge = None      # node.quic.mesh.Mesh when [quic] bridges to this link
         self.counts = {"forwarded": 0, "received": 0, "dups": 0, "own": 0,
                        "bad_envelopes": 0, "not_accepted": 0}
@@ -72,7 +80,7 @@ class Forwarder:
         if not ok and self.bridge is None:
             return
         try:
-            rec = E.encode(self.node_id, self.seq.take(), ev.ts, ev.topic, ev.data, ev.mod)
+            rec = self._encode(self.seq.take(), ev.ts, ev.topic, ev.data, ev.mod)
         except E.EnvelopeError as e:
             self.log("warn", "event not forwarded", topic=ev.topic, mod=ev.mod, error=str(e))
             return
@@ -83,6 +91,21 @@ class Forwarder:
         self._batch.append((self._ev_base + ev.topic, rec))
         if len(self._batch) >= BATCH_MAX:
             self._commit()
+
+    def _encode(self, seq, ts, topic, data, mod):
+        """E.encode for our own events, validating each (topic, mod) once:
+        the host already checked both when the module emitted, and a busy
+        node repeats a few topics.  Same bytes as E.encode (tested)."""
+        if (topic, mod) in self._checked and type(data) is bytes \
+                and len(data) <= E.MAX_DATA and type(seq) is int and type(ts) is int \
+                and 0 <= seq <= E.MAX_INT \
+                and 0 <= ts <= E.MAX_INT:
+            return cbor.dumps({"src": self.node_id, "seq": seq, "ts": ts, "topic": topic,
+                               "data": data, "mod": mod})
+        rec = E.encode(self.node_id, seq, ts, topic, data, mod)
+        if len(self._checked) < 4096:
+            self._checked.add((topic, mod))
+        return rec
 
     def publish_foreign(self, env, rec):
         """An envelope from another transport (QUIC), new to our Dedup:
@@ -133,13 +156,74 @@ class Forwarder:
         self.send_more()
 
     def flush(self):
+        """Outbox flush with its fsyncs on a worker thread: the loop keeps
+        taking PUBACKs and events meanwhile (a flush costs 1-2 ms of disk
+        wait).  One at a time; what changes meanwhile goes in the next."""
         self._flush_at = None
+        if self._flushing is not None:
+            self._flush_again = True
+            return
+        seg, state = self.outbox.flush_plan()
+        if seg is None and state is None:
+            return
+        fut = self.gw.loop.run_in_executor(None, self.outbox.flush_write, seg, state)
+        self._flushing = fut
+        fut.add_done_callback(self._flushed)
+
+    def _flushed(self, fut):
+        self._flushing = None
+        err = None if fut.cancelled() else fut.exception()
+        if err is not None:
+            self.outbox.dirty()
+            self.log("error", "outbox flush failed; retrying", error=repr(err))
+        if self._flush_again or err is not None:
+            self._flush_again = False
+            if self._flush_at is None:
+                self._flush_at = self.gw.loop.call_later(FLUSH_S, self.flush)
+
+    # ---- dedup windows across restarts ---------------------------------
+    # Without them a restarted gateway would deliver, once more, duplicates
+    # of envelopes it had already handed to its modules (a bridge or a
+    # QoS 1 redelivery).  Saved at most every DEDUP_SAVE_S: a crash can
+    # only forget the last second, and delivery stays at-least-once.
+    def _load_dedup(self):
+        raw = self.gw.store.read(DEDUP_NAME)
+        if raw is None:
+            return
+        try:
+            n = self.dedup.loads(raw)
+        except E.EnvelopeError as e:
+            self.log("warn", "dedup state dropped, starting fresh", error=str(e))
+            return
+        self.log("info", "dedup state restored", sources=n)
+
+    def save_dedup(self):
+        self._dedup_at = None
+        try:
+            self.gw.store.write(DEDUP_NAME, self.dedup.dumps())
+        except OSError as e:    # disk full: keep serving, the windows stay in RAM
+            self.log("warn", "dedup state not saved", error=str(e))
+
+    async def close(self):
+        """Gateway stop: the last flush, after any still running."""
+        if self._dedup_at is not None:
+            self._dedup_at.cancel()
+            self.save_dedup()
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        if self._flushing is not None:
+            try:
+                await self._flushing
+            except Exception:
+                self.outbox.dirty()
         self.outbox.flush()
 
     def send_more(self):
         if not self.link.connected:
             return
-        room = self.window - len(self._inflight)
+        # Our window, and the link's (the broker's Receive Maximum may be lower).
+        room = min(self.window - len(self._inflight), self.link.room())
         if room <= 0:
             if time.monotonic() - self._last_ack > STALL_S:
                 self.log("warn", "no PUBACK for %ds; resending the outbox" % STALL_S,
@@ -195,7 +279,7 @@ class Forwarder:
         self.send_more()
 
     def resend_all(self):
-        """Forget what paho holds and start again from the oldest unacked
+        """Forget what the link holds and start again from the oldest unacked
         record (duplicates are fine: receivers run Dedup)."""
         self._inflight.clear()
         self._sent_upto = -1
@@ -204,8 +288,8 @@ class Forwarder:
         self.send_more()
 
     def on_connect(self):
-        # paho itself resends its unacked QoS 1 messages, in order, after a
-        # reconnect; we only need to continue after them.  After a gateway
+        # The link itself resends its unacked QoS 1 messages, in order, after
+        # a reconnect; we only need to continue after them.  After a gateway
         # restart _inflight is empty and the outbox starts at its head.
         self.send_more()
 
@@ -238,6 +322,8 @@ class Forwarder:
         if self.dedup.seen(env.src, env.seq):
             c["dups"] += 1
             return
+        if self._dedup_at is None:
+            self._dedup_at = self.gw.loop.call_later(DEDUP_SAVE_S, self.save_dedup)
         try:
             self.host.publish(topic, env.data, src=env.src, mod=env.mod)
         except (TopicError, OverflowError) as e:

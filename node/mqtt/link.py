@@ -1,8 +1,10 @@
-"""A thin paho-mqtt driver.
+"""A thin paho-mqtt driver for the operator CLI (node/mqtt/operator.py:
+`aegis push`, `aegis status --broker`).  The gateway uses its own asyncio
+driver instead (node/mqtt/aio_link.py), which shares parse_url and the TLS
+words (node/mqtt/tls.py) with this one.
 
 paho runs its network loop in its own thread; every callback is handed to
-`post(fn, *args)` -- `loop.call_soon_threadsafe` on a gateway, a queue put in
-the CLI -- so the protocol code (and the single-threaded module host) only
+`post(fn, *args)` -- a queue put in the CLI -- so the protocol code only
 ever runs on the owner's thread.  Calls into paho (publish, subscribe) are
 thread-safe and may be made from the owner's thread.
 """

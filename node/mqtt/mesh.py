@@ -1,9 +1,9 @@
-"""The gateway's MQTT link: one paho connection carrying forwarded events,
+"""The gateway's MQTT link: one connection carrying forwarded events,
 mesh events in, module pushes in, and the retained node status.
 
-Everything here runs on the gateway's asyncio thread: paho callbacks are
-posted with `loop.call_soon_threadsafe` (node.mqtt.link), so the module
-host is only touched from the event loop, as it requires.
+Everything here runs on the gateway's asyncio thread: the link
+(node.mqtt.aio_link) is an asyncio driver whose callbacks run on the loop,
+so the module host is only touched from the event loop, as it requires.
 """
 import asyncio
 import time
@@ -11,9 +11,10 @@ import time
 from node.core import fleet as F
 from node.mqtt.deploy import Deployer
 from node.mqtt.forward import Forwarder
-from node.mqtt.link import Link
+from node.mqtt.aio_link import AioLink
 
 STATUS_EVERY_S = 5.0
+STATUS_AFTER_S = 0.005      # a changed status waits for replies sent just before
 
 
 class Mesh:
@@ -31,16 +32,15 @@ class Mesh:
         self._err_logged = (None, 0.0)
 
     def start(self):
-        loop = self.gw.loop
         m = self.cfg
-        self.link = Link(m.url, "aegis-%s-%s" % (self.gw.cfg.fleet, self.gw.cfg.node_id),
-                         loop.call_soon_threadsafe, self._on_message,
-                         on_connect=self._on_connect, on_disconnect=self._on_disconnect,
-                         on_puback=self._on_puback,
-                         will=(self.status_topic, self._status(False)),
-                         ca=m.ca, cert=m.cert, key=m.key, username=m.username,
-                         password=m.password, keepalive=m.keepalive, inflight=m.inflight,
-                         on_error=self._on_error)
+        self.link = AioLink(m.url, "aegis-%s-%s" % (self.gw.cfg.fleet, self.gw.cfg.node_id),
+                            self._on_message,
+                            on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+                            on_puback=self._on_puback,
+                            will=(self.status_topic, self._status(False)),
+                            ca=m.ca, cert=m.cert, key=m.key, username=m.username,
+                            password=m.password, keepalive=m.keepalive, inflight=m.inflight,
+                            on_error=self._on_error)
         self.fwd = Forwarder(self.gw, self.link, m)
         self.deploy = Deployer(self.gw, self.link, m)
         self.gw.host.taps.append(self.fwd.tap)
@@ -69,9 +69,8 @@ class Mesh:
         deadline = time.monotonic() + 2.0
         while self.fwd._inflight and self.link.connected and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        self.fwd.flush()
-        await asyncio.get_running_loop().run_in_executor(
-            None, self.link.stop, (self.status_topic, self._status(False)))
+        await self.fwd.close()
+        await self.link.stop((self.status_topic, self._status(False)))
 
     # ---- link callbacks (event loop thread) --------------------------
     def _on_connect(self):
@@ -89,7 +88,7 @@ class Mesh:
         if self._task is None or self._task.cancelled():
             return      # our own clean stop
         self.log("warn", "mqtt disconnected; reconnecting", url=self.cfg.url,
-                 outbox=len(self.fwd.outbox))
+                 why=self.link.last_drop, outbox=len(self.fwd.outbox))
 
     def _on_puback(self, mids):
         self.fwd.on_puback(mids)
@@ -127,8 +126,11 @@ class Mesh:
                                self.cfg.max_chunk, counts, int(time.time() * 1000))
 
     def status_changed(self):
+        # A moment later: the module change came from an install whose
+        # pusher waits for its result, which goes out first (the link
+        # writes on its next loop turn; building a status takes a while).
         self._status_due = True
-        self.publish_status()
+        self.gw.loop.call_later(STATUS_AFTER_S, self.publish_status)
 
     def publish_status(self):
         if not self.link.connected or not self._status_due:
@@ -152,6 +154,8 @@ class Mesh:
 
     def stats(self):
         d = {"url": self.cfg.url, "connected": self.link.connected,
+             "protocol": "5" if self.link.protocol == 5 else "3.1.1",
+             "window": self.link.c.window(),
              "groups": self.cfg.groups, "last_error": self.link.last_error,
              "errors": dict(self._errors)}
         d.update(self.fwd.stats())

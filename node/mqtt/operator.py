@@ -3,11 +3,20 @@
 own thread runs them -- the same Link as the gateway, without asyncio."""
 import os
 import queue
+import socket
 import time
 
 from node.core import fleet as F
 from node.core.envelope import EnvelopeError
 from node.mqtt.link import Link, LinkError
+
+# While waiting for answers, a quick ACK every ACK_POLL_S (Linux TCP_QUICKACK).
+# A broker that applies Nagle to what it sends us (Mosquitto's default,
+# set_tcp_nodelay false) holds each small packet -- a PUBACK, a transfer
+# reply -- until we ACK the one before; a client that only listens delays
+# that ACK by up to 40 ms, so every reply would wait that long.
+ACK_POLL_S = 0.002
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 # Denied publishes: the operator tools publish only where an operator may.
 _NOT_OPERATOR = ("; this needs the operator's credentials (the broker's ACL gives "
@@ -35,14 +44,24 @@ class Session:
         self.link.start()
         return self
 
-    def run_once(self, timeout):
+    def run_once(self, timeout, ack_now=False):
         """Wait up to `timeout` s for a callback, then run it and every
         other one already queued (bounded: what is queued now).  Raises
-        LinkError once the broker refused us for good."""
-        try:
-            fn, a = self.q.get(timeout=timeout) if timeout > 0 else self.q.get_nowait()
-        except queue.Empty:
-            return
+        LinkError once the broker refused us for good.  ack_now: the caller
+        waits for answers; meanwhile ACK what arrives every ACK_POLL_S
+        (see above)."""
+        end = time.monotonic() + timeout
+        while True:
+            if ack_now:
+                self.ack_now()
+            left = end - time.monotonic()
+            try:
+                fn, a = self.q.get(timeout=min(left, ACK_POLL_S) if ack_now else left) \
+                    if left > 0 else self.q.get_nowait()
+                break
+            except queue.Empty:
+                if not ack_now or left <= 0:
+                    return
         fn(*a)
         for _ in range(self.q.qsize()):
             fn, a = self.q.get_nowait()
@@ -50,10 +69,23 @@ class Session:
         if self.fatal:
             raise self.fatal
 
+    def ack_now(self):
+        """ACK received data at once instead of after the delayed-ACK timer
+        (TCP_QUICKACK sends a pending ACK and leaves delayed-ACK mode for
+        a while; Linux only, elsewhere a no-op)."""
+        if _QUICKACK is None:
+            return
+        try:
+            sock = self.link.c.socket()
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        except (OSError, AttributeError, ValueError):
+            pass    # closed just now, or not a TCP socket
+
     def wait(self, cond, timeout):
         deadline = time.monotonic() + timeout
         while not cond() and time.monotonic() < deadline:
-            self.run_once(min(0.05, max(0.0, deadline - time.monotonic())))
+            self.run_once(min(0.05, max(0.0, deadline - time.monotonic())), ack_now=True)
         return cond()
 
     def stop(self):
@@ -67,10 +99,11 @@ class StatusWatch:
     delivered (`ready`).  Subscribing `extra` filters in the same request
     means they are active by then too."""
 
-    def __init__(self, fleet):
+    def __init__(self, fleet, node=None):
         self.nodes, self.bad, self.ready = {}, [], False
         self.mark = "aegis/%s/_cli/%s" % (fleet, os.urandom(6).hex())
-        self.filt = F.status_filter(fleet)
+        # node: watch only that node's status
+        self.filt = F.status_topic(fleet, node) if node else F.status_filter(fleet)
 
     def subscribe(self, link, extra=()):
         link.c.subscribe([(self.filt, 1)] + [(f, 1) for f in extra] + [(self.mark, 1)])
@@ -89,8 +122,9 @@ class StatusWatch:
             return
         self.nodes[s["node"]] = s
 
-    def wait(self, sess, url, timeout):
-        if not sess.wait(lambda: self.ready, timeout):
+    def wait(self, sess, url, timeout, until=None):
+        """Until every retained status is in, or `until()` holds earlier."""
+        if not sess.wait(lambda: self.ready or (until is not None and until()), timeout):
             last = sess.link.last_error
             raise ConnectionError("no answer from the broker at %s within %.0fs%s"
                                   % (url, timeout, " (%s)" % last if last else ""))

@@ -22,8 +22,9 @@ class PushError(Exception):
 
 
 class Target:
-    def __init__(self, node, fleet, sender):
+    def __init__(self, node, fleet, sender, first=()):
         self.node, self.sender = node, sender
+        self.first = list(first)    # messages built before the statuses came
         self.out = F.deploy_topic(fleet, node)
         self.reply = F.reply_topic(fleet, node)
         self.result = None          # (ok, detail)
@@ -51,18 +52,26 @@ def targets_for(to, statuses, fleet):
     return [to]
 
 
-def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None, tls=None):
-    """Push package bytes; returns {node: (ok, detail, chunks_sent, n)}."""
+def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None, tls=None,
+         hdr=None):
+    """Push package bytes; returns {node: (ok, detail, chunks_sent, n)}.
+    `hdr` (name, version) for other signed files, e.g. runtime bundles."""
     tls = tls or {}
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     try:
-        hdr = pk.parse_header(data[:12 + pk.HEADER_MAX])
+        hdr = hdr or pk.parse_header(data[:12 + pk.HEADER_MAX])
     except pk.PackageError as e:
-        raise PushError("not a package: %s" % e)
+        hint = "; it is a runtime bundle: aegis push-runtime --bundle FILE" \
+            if data[:8] == b"AEGISRT1" else ""
+        raise PushError("not a package: %s%s" % (e, hint))
     # One connection for both steps: the statuses (which nodes, their
     # chunk sizes) and the replies of every node, subscribed in the same
     # request, so the replies subscription is active before the first offer.
-    watch = StatusWatch(fleet)
+    # One named node: only its status and replies (a big fleet's other
+    # statuses are not worth waiting for); a group needs every status.
+    one = None if to.startswith("group:") else to
+    replies = F.reply_topic(fleet, one) if one else F.reply_filter(fleet)
+    watch = StatusWatch(fleet, node=one)
     targets, by_reply = {}, {}
 
     def on_message(topic, payload):
@@ -73,16 +82,27 @@ def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None,
             watch.on_message(topic, payload)
 
     def on_connect():
-        watch.subscribe(sess.link, [F.reply_filter(fleet)])
+        watch.subscribe(sess.link, [replies])
         if sess.link.connects > 1:
             log("reconnected to %s; resuming" % url)
             for t in targets.values():
+                t.first = []        # the re-offer below supersedes them
                 t.sender.reconnected(int(time.monotonic() * 1000))
 
     sess = Session(url, on_message, on_connect, **tls).start()
     try:
-        watch.wait(sess, url, 5.0)
-        for node in targets_for(to, watch.nodes, fleet):
+        # While the connection is made: hash the package and build the offer
+        # and first window for the usual case (one node that takes this
+        # chunk size and does not run this version yet).
+        c0 = max(T.MIN_CHUNK, min(chunk, T.MAX_CHUNK))
+        guess = Sender(data, chunk=c0, window=window, name=hdr.name, version=hdr.version,
+                       timeout=3000, max_retries=20, eager=True)
+        early = guess.messages_to_send(int(time.monotonic() * 1000))
+        # One named node: its retained status (sent right after the SUBACK)
+        # is all we need, not the round trip marking the end of them all.
+        watch.wait(sess, url, 5.0, until=one and (lambda: one in watch.nodes))
+        ids = targets_for(to, watch.nodes, fleet)
+        for node in ids:
             adv = watch.nodes[node]["max_chunk"] or T.MAX_CHUNK
             c = max(T.MIN_CHUNK, min(chunk, adv))
             # eager: MQTT keeps one client's messages on a topic in order,
@@ -91,8 +111,12 @@ def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None,
             # then the offer alone answers it, without a chunk).
             running = any(m.get("name") == hdr.name and m.get("version") == hdr.version
                           for m in watch.nodes[node]["modules"])
+            if len(ids) == 1 and c == c0 and not running:
+                guess.touch(int(time.monotonic() * 1000))
+                targets[node] = Target(node, fleet, guess, early)
+                continue
             s = Sender(data, chunk=c, window=window, name=hdr.name, version=hdr.version,
-                         timeout=3000, max_retries=20, eager=not running)
+                       timeout=3000, max_retries=20, eager=not running, sha256=guess.sha256)
             targets[node] = Target(node, fleet, s)
         by_reply.update((t.reply, t) for t in targets.values())
         log("pushing %s@%s (%d bytes) to %s" % (hdr.name, hdr.version, len(data),
@@ -104,7 +128,7 @@ def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None,
                 _step(sess, t, now, log)
             if all(t.result is not None for t in targets.values()):
                 break
-            sess.run_once(0.05)
+            sess.run_once(0.05, ack_now=True)
     finally:
         sess.stop()
     out = {}
@@ -123,7 +147,8 @@ def _step(sess, t, now, log):
     if sess.link.connected:
         # Before subscribing completes, replies could be lost; the sender's
         # timeout re-offers, so sending right away is still safe.
-        for m in s.messages_to_send(now):
+        msgs, t.first = t.first + s.messages_to_send(now), []
+        for m in msgs:
             sess.link.publish(t.out, m, qos=1)
     while True:
         ev = s.next_event()

@@ -17,7 +17,7 @@ from the paho thread, never through the worker's own queue.
 Topics (per board, see node/board/proxy.py for the board side):
     aegis/<fleet>/node/<board>/proxy/pkg        offer/chunk   board -> host
     aegis/<fleet>/node/<board>/proxy/pkg/reply  want/ack/result
-    aegis/<fleet>/node/<board>/proxy/up         {t: ev | res}  board -> host
+    aegis/<fleet>/node/<board>/proxy/up         {t: ev | res | stmt}  board -> host
     aegis/<fleet>/node/<board>/proxy/down       {t: emit | call} host -> board
 """
 import hashlib
@@ -150,6 +150,9 @@ class BoardProxy:
         if kind == "reconnected":
             self._flush_pending()
             return
+        if type(m) is dict and m.get("t") == "stmt" and type(m.get("s")) is bytes:
+            self._statement(m["s"])
+            return
         if type(m) is not dict or m.get("t") != "ev":
             return
         topic, data, src = m.get("topic"), m.get("d"), m.get("src")
@@ -169,6 +172,23 @@ class BoardProxy:
             self.log("warn", "board event refused", board=self.id, topic=topic, error=str(e))
             return
         self.counts["events_up"] += 1
+        self.host.pump()
+
+    def _statement(self, stmt):
+        """A signed rollback/removal the board accepted and passed on: check
+        it again here (signature, nonce, active version) and apply it to
+        this host's copy of the board's module.  A rollback's handover
+        follows from the board, answered at once when this switched."""
+        from node.admission import apply_remove
+        from node.core.rollback import peek_op
+        op = peek_op(stmt)
+        try:
+            r = apply_remove(self.host, stmt) if op == "remove" else self.host.rollback(stmt)
+        except (InstallError, ValueError) as e:
+            self.log("warn", "board statement refused", board=self.id, op=op, reason=str(e))
+            return
+        self.log("info", "board statement applied", board=self.id, op=op,
+                 module="%s@%s" % (r["name"], r["version"]))
         self.host.pump()
 
     def _drain_rx(self):

@@ -156,6 +156,26 @@ def test_dedup_sources_independent_and_evicted():
     assert len(d) == 4
 
 
+def test_dedup_state_survives_a_restart():
+    d = ev.Dedup(window=64)
+    for s in (1, 2, 5, 100):
+        d.seen("a", s)
+    d.seen("b", 7)
+    raw = d.dumps()
+    d2 = ev.Dedup(window=64)
+    assert d2.loads(raw) == 2
+    assert d2.seen("a", 5) and d2.seen("a", 100) and d2.seen("b", 7)
+    assert d2.seen("a", 10)                 # below the window: too old
+    assert not d2.seen("a", 99) and not d2.seen("b", 8)
+    # Another window size: those sources start fresh; garbage is an error.
+    assert ev.Dedup(window=128).loads(raw) == 0
+    raises(EnvelopeError, ev.Dedup().loads, b"\xff\x00")
+    raises(EnvelopeError, ev.Dedup().loads, cbor.dumps([1]))
+    bad = cbor.dumps({"a": [-1, bytes(8)], "b": "x", 3: [1, bytes(8)], "c": [2, bytes([4]) + bytes(7)]})
+    d3 = ev.Dedup(window=64)
+    assert d3.loads(bad) == 1 and d3.seen("c", 2)
+
+
 def test_dedup_rejects_bad_seq():
     d = ev.Dedup()
     raises(EnvelopeError, d.seen, "a", -1)
