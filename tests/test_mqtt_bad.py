@@ -135,3 +135,33 @@ def test_duplicates_are_dropped_across_a_gateway_restart(tmp_path, signer, broke
     finally:
         sub.close()
         g.stop()
+
+
+def test_event_over_the_brokers_packet_limit_is_dropped_not_the_stream(tmp_path, signer):
+    """A broker with a Maximum Packet Size (MQTT 5 CONNACK) would drop the
+    connection over a bigger PUBLISH, again after every resend: that one
+    event is dropped and counted, the events after it still go out."""
+    from broker import Broker
+    b = Broker(str(tmp_path / "broker"), extra="max_packet_size 2000\n").start()
+    try:
+        g = mqtt_gw(tmp_path, signer, b)
+        sub = Subscriber(b, "aegis/test/ev/gw1/#")
+        try:
+            p = tmp_path / "echo.pkg"
+            p.write_bytes(signer.fixture("echo.wasm", name="echo", emit=("echo/",)))
+            g.cli("install", str(p))
+            g.cli("emit", "in/small", "--json", '"a"')
+            g.cli("emit", "in/big", "--json", '"%s"' % ("x" * 3000))
+            g.cli("emit", "in/after", "--json", '"b"')
+            wait_for(lambda: mqtt_stats(g)["too_big"] == 1, what="big event counted")
+            got = wait_for(lambda: len(sub.msgs) >= 2 and sub.msgs, what="small events")
+            assert [t for t, _ in got] == ["aegis/test/ev/gw1/echo/in/small",
+                                           "aegis/test/ev/gw1/echo/in/after"]
+            assert logged(g, "Maximum Packet Size")
+            wait_for(lambda: mqtt_stats(g)["outbox_len"] == 0, what="outbox empty")
+            assert g.logs().count('"mqtt connected"') == 1     # never knocked off
+        finally:
+            sub.close()
+            g.stop()
+    finally:
+        b.kill()

@@ -104,6 +104,7 @@ class Client:
         self._last_tx = 0
         self._gen += 1
         self.receive_max = 0xFFFF   # MQTT 5: the broker's limit (CONNACK)
+        self.server_max_packet = 0  # MQTT 5: the broker's Maximum Packet Size (0: none)
 
     def connect(self, now):
         if self.state != IDLE:
@@ -168,14 +169,14 @@ class Client:
         if qos == 0:
             if self.state != CONNECTED:
                 return None
-            self._send(_packet(first, (t, props, payload), len(t) + len(props) + len(payload)),
-                       now)
+            self._send(self._fits(_packet(first, (t, props, payload),
+                                          len(t) + len(props) + len(payload))), now)
             return 0
         if len(self._inflight) >= self.window():
             return None
         pid = self._new_pid()
-        pkt = _packet(first, (t, pid.to_bytes(2, "big"), props, payload),
-                      len(t) + 2 + len(props) + len(payload))
+        pkt = self._fits(_packet(first, (t, pid.to_bytes(2, "big"), props, payload),
+                                 len(t) + 2 + len(props) + len(payload)))
         e = [pid, pkt, False]
         self._inflight.append(e)
         self._ids.add(pid)
@@ -183,6 +184,13 @@ class Client:
             e[2] = True
             self._send(pkt, now)
         return pid
+
+    def _fits(self, pkt):
+        m = self.server_max_packet
+        if m and len(pkt) > m:
+            raise MQTTError("a %d-byte PUBLISH is over the broker's Maximum Packet Size (%d)"
+                            % (len(pkt), m))
+        return pkt
 
     def window(self):
         """How many QoS 1 publishes may be unacked: ours, or the broker's
@@ -409,6 +417,8 @@ class Client:
                     return self._fail("CONNACK with Receive Maximum 0")
                 if rm:
                     self.receive_max = rm
+                if got.get(0x27):   # a bigger PUBLISH would only get us disconnected
+                    self.server_max_packet = got[0x27]
                 if got.get(0x13) is not None:   # the broker's keepalive wins
                     self.keepalive = got[0x13]
             self._ping_at = None

@@ -13,6 +13,7 @@ import time
 from node.core import cbor
 from node.core import envelope as E
 from node.core.bus import TopicError, matches
+from node.core.mqttwire import MQTTError
 from node.core.outbox import Outbox, OutboxError
 
 STALL_S = 30.0      # in flight without any PUBACK this long: resend from head
@@ -59,7 +60,7 @@ class Forwarder:
         self._forward_ok = {}   # topic -> bool, the forward filter's verdict
         self._checked = set()   # (topic, mod) pairs E.encode accepted
         self.bridge = None      # node.quic.mesh.Mesh when [quic] bridges to this link
-        self.counts = {"forwarded": 0, "received": 0, "dups": 0, "own": 0,
+        self.counts = {"forwarded": 0, "received": 0, "dups": 0, "own": 0, "too_big": 0,
                        "bad_envelopes": 0, "not_accepted": 0}
         if len(self.outbox):
             self.log("info", "outbox restored", pending=len(self.outbox),
@@ -242,7 +243,16 @@ class Forwarder:
             self._last_ack = time.monotonic()
         publish, inflight = self.link.publish, self._inflight
         for k, (i, topic, rec) in enumerate(todo):
-            mid = publish(topic, rec, qos=1)
+            try:
+                mid = publish(topic, rec, qos=1)
+            except MQTTError as e:
+                # The broker would drop the connection over it, again and
+                # again: drop this one record (counted), not the stream.
+                self.counts["too_big"] += 1
+                self.log("warn", "event not forwarded", mqtt_topic=topic, error=str(e))
+                self.outbox.ack(i)
+                self._sent_upto = i
+                continue
             if mid is None:
                 # Link down: the rest goes back to the front of the line.
                 for item in reversed(todo[k:]):
