@@ -37,6 +37,24 @@ def push_runtime(broker, *args, to="b1", cwd=ROOT, timeout=240):
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def push_runtime_interrupted(broker, args, progress, interrupt):
+    """`aegis push-runtime` in the background; once its progress shows
+    `progress` (e.g. "b1:  10%"), `interrupt()` runs (kill and restart the
+    broker or the board).  (returncode, stdout, stderr) of the push."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli.main", "push-runtime", "--to", "b1", "--broker",
+         broker.url, "--fleet", "test", "--chunk", "256"] + list(args),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = []
+    th = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    th.start()
+    wait_for(lambda: any(progress in x for x in err), 120, "transfer under way")
+    interrupt()
+    proc.wait(timeout=300)
+    th.join(5)
+    return proc.returncode, proc.stdout.read(), "".join(err)
+
+
 def runtime(sub, node="b1"):
     return status(sub, node).get("runtime") or {}
 
@@ -77,23 +95,11 @@ def test_update_over_the_mesh_then_serial_flash(tmp_path, broker):
 
         # The broker dies in the middle of the transfer (small chunks, so
         # that it is still under way): the push resumes once it is back.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli.main", "push-runtime", "--to", "b1", "--broker",
-             broker.url, "--fleet", "test", "--board", "unix", "--sign-key",
-             op.prefix + ".key", "--version", "0.2.0", "--save", str(tmp_path / "rt2.bin"),
-             "--chunk", "256"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        err = []
-        th = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
-        th.start()
-        wait_for(lambda: any("b1:  10%" in x for x in err), 120, "transfer under way")
-        broker.kill()
-        broker.start()
-        proc.wait(timeout=300)
-        th.join(5)
-        out = proc.stdout.read()            # small: only the final summary
-        err = "".join(err)
-        assert proc.returncode == 0, out + err + board.console()[-3000:]
+        rc, out, err = push_runtime_interrupted(
+            broker, ["--board", "unix", "--sign-key", op.prefix + ".key", "--version", "0.2.0",
+                     "--save", str(tmp_path / "rt2.bin")],
+            "b1:  10%", lambda: (broker.kill(), broker.start()))
+        assert rc == 0, out + err + board.console()[-3000:]
         assert "b1: runtime 0.2.0: runs runtime 0.2.0 (slot b)" in out
         assert "reconnected" in err and "100%" in err, err   # resumed, with progress
         assert runtime(sub) == {"v": "0.2.0", "slot": "b"}
@@ -184,20 +190,9 @@ def test_broken_runtimes_fall_back_and_bad_bundles_are_refused(tmp_path, broker)
 
         # The board loses power in the middle of the transfer: once it is
         # back, the push resumes from what the board kept on flash.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli.main", "push-runtime", "--to", "b1", "--broker",
-             broker.url, "--fleet", "test", *key, "--version", "0.4.0", "--chunk", "256"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        err = []
-        th = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
-        th.start()
-        wait_for(lambda: any("b1:  30%" in x for x in err), 120, "transfer under way")
-        board.kill()
-        board.start()
-        proc.wait(timeout=300)
-        th.join(5)
-        out, err = proc.stdout.read(), "".join(err)
-        assert proc.returncode == 0 and "runs runtime 0.4.0 (slot b)" in out, out + err
+        rc, out, err = push_runtime_interrupted(broker, list(key) + ["--version", "0.4.0"],
+                                                "b1:  30%", lambda: (board.kill(), board.start()))
+        assert rc == 0 and "runs runtime 0.4.0 (slot b)" in out, out + err
         assert "100%" in err
         held = [tuple(map(int, re.search(r"(\d+)/(\d+) chunks held", x).groups()))
                 for x in board.console().splitlines() if "receiving aegis-runtime@0.4.0" in x]

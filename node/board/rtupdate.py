@@ -78,7 +78,6 @@ def _check(b, name, feed):
     from node.core import rtbundle as R
     from node.core import package as pk
     from node.board import verify
-    import hashlib
     st = b.store
     head = st.read_at(name, 0, 12)
     hdr = R.parse_header(head + st.read_at(name, 12, R.header_len(head)))
@@ -108,16 +107,7 @@ def _check(b, name, feed):
     if size - hdr.offset != m["size"]:
         raise R.BundleError("payload is %d bytes, manifest says %d"
                             % (size - hdr.offset, m["size"]))
-    h, off = hashlib.sha256(), hdr.offset
-    while off < size:
-        d = st.read_at(name, off, min(_PIECE, size - off))
-        if not d:
-            break
-        h.update(d)
-        off += len(d)
-        if feed:
-            feed()
-    if h.digest() != m["sha256"]:
+    if verify.sha256_of(st, name, hdr.offset, size, feed) != m["sha256"]:
         raise R.BundleError("payload hash does not match the signed manifest")
     return hdr
 

@@ -35,14 +35,20 @@ def check(store, name, keys):
     if size - hdr.wasm_offset != m["size"]:
         raise pk.PackageError("wasm is %d bytes, manifest says %d"
                               % (size - hdr.wasm_offset, m["size"]))
+    if sha256_of(store, name, hdr.wasm_offset, size) != m["sha256"]:
+        raise pk.PackageError("wasm hash does not match the signed manifest")
+    return hdr
+
+
+def sha256_of(store, name, off, size, feed=None):
+    """sha256 of bytes off..size of a stored object, read in small pieces."""
     h = hashlib.sha256()
-    off = hdr.wasm_offset
     while off < size:
         b = store.read_at(name, off, min(_PIECE, size - off))
         if not b:
             break
         h.update(b)
         off += len(b)
-    if h.digest() != m["sha256"]:
-        raise pk.PackageError("wasm hash does not match the signed manifest")
-    return hdr
+        if feed:
+            feed()
+    return h.digest()
