@@ -45,7 +45,7 @@ def host_setup(ctx, name, toml, metered):
     from node.admission import Limits
     from node.cli.packing import prepare_wasm
     from node.core import cbor
-    from node.core.store import MemStore
+    from node.core.memstore import MemStore
     from node.host import ModuleHost
     t, wasm = _example(name, toml)
     if metered:

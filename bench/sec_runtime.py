@@ -114,7 +114,7 @@ def make_inputs(n):
 
 
 def dispatch_setup(ctx, wasm, store=None):
-    from node.core.store import MemStore
+    from node.core.memstore import MemStore
     from node.admission import Limits
     from node.host import ModuleHost
     _, _, verifiers = ctx.keys()
@@ -190,7 +190,7 @@ def raw_fsync_write(d, data, i):
 
 
 def hotswap(ctx, base_wasm, store_kind, n_swaps):
-    from node.core.store import MemStore
+    from node.core.memstore import MemStore
     from node.admission import Limits
     from node.host import ModuleHost
     from node.store import DirStore

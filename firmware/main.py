@@ -3,121 +3,35 @@
 # run in place from a ROMFS when the board has one (docs/BOARDS.md
 # "Flashed layout"; bench/sec_boards.py runs this file up to the last line).
 #
-# It also picks the runtime slot (docs/BOARDS.md "Runtime updates over the
-# mesh"): A is what `aegis flash` wrote (lib/, romfs.img), B is rt_b/; the
-# marker rtboot.json (replaced by atomic rename) says which one boots.  A
-# slot on trial gets one boot to come online: a second boot of it without
-# the runtime's confirmation, or a crash before it, falls back to the
-# previous slot.  Only serial flashing changes this file.
-import os
+# The runtime slot is picked by rtboot.py next to this file (docs/BOARDS.md
+# "Runtime updates over the mesh"); only serial flashing changes either.
+# MicroPython compiles both from source into the heap: rtboot.py's logic is
+# needed once per boot, so it is compiled, run and dropped again here
+# instead of staying resident while the runtime runs.
 import sys
 
-_MARK = "rtboot.json"
-_BASE = {"a": "", "b": "rt_b/"}
-_PATHS = ("lib", "/lib", "rt_b/lib", "/rt_b/lib", "/rom/lib")
+
+def load():
+    g = {}  # type: dict
+    with open("rtboot.py") as f:    # by path: never a runtime's lib/rtboot
+        exec(f.read(), g)
+    return g["load"]()      # (runtime, slot): slot chosen (or fallen back), imported
 
 
-def _exists(p):
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
-
-
-class _Boot:
-    def __init__(self):
-        self.slot = "a"
-        self.load()
-
-    def marker(self):
-        import json
-        try:
-            with open(_MARK) as f:
-                m = json.load(f)
-            if m.get("slot") in _BASE:
-                return m
-        except Exception:       # none (serially flashed) or unreadable: slot A
-            pass
-        return {"slot": "a", "state": "ok"}
-
-    def save(self, m):
-        import json
-        with open(_MARK + ".tmp", "w") as f:
-            json.dump(m, f)
-        os.rename(_MARK + ".tmp", _MARK)
-
-    def fall_back(self, m, why):
-        old, to = m["slot"], m.get("prev")
-        if to not in _BASE or to == old:
-            to = "b" if old == "a" else "a"
-        print("aegis: runtime %s in slot %s failed (%s); falling back to slot %s"
-              % (m.get("v"), old, why, to))
-        m["failed"] = {"v": m.get("v", "?"), "error": why[:160]}
-        m["slot"], m["prev"], m["state"] = to, old, "ok"
-        m["v"], m["pv"] = m.get("pv", "?"), m.get("v", "?")
-        m.pop("tries", None)
-        m.pop("why", None)
-        self.save(m)
-
-    def load(self):
-        """Pick the slot (boot counter, fallback), mount it, import it."""
-        while True:
-            m = self.marker()
-            if m.get("state") == "trial":
-                if m.get("tries", 0):
-                    self.fall_back(m, m.get("why") or "it did not come online before the next boot")
-                    continue
-                m["tries"] = 1
-                self.save(m)
-            self.slot = m["slot"]
-            try:
-                self.mount(_BASE[self.slot])
-                from node.board import runtime as rt
-                self.rt = rt
-                return
-            except Exception as e:     # slot A has nothing to fall back to
-                if m.get("state") != "trial" and self.slot == "a":
-                    raise
-                sys.print_exception(e)
-                self.fall_back(m, "import: %r" % (e,))
-
-    def mount(self, base):
-        for k in list(sys.modules):     # a restart re-imports from the new slot
-            if k == "node" or k.startswith("node.") or k in ("wasm3", "rommap"):
-                del sys.modules[k]
-        for p in _PATHS:
-            while p in sys.path:
-                sys.path.remove(p)
-        sys.path.append(base + "lib")
-        if _exists(base + "lib/node"):          # plain .mpy files (no ROMFS) win
-            sys.path.insert(0, base + "lib")
+def restart(cfg):
+    """The runtime asked for a restart (after an update): a board resets;
+    the Unix port (no reset) imports again from the slot the marker now
+    names, and runs that."""
+    global runtime
+    while True:
+        if sys.platform != "linux":
+            import machine
+            machine.reset()
+        runtime = None      # the old runtime's objects go before the new load
+        runtime, s = load()
+        if runtime.main(cfg, s) != "restart":
             return
-        sys.path.insert(0, "/rom/lib")
-        if not _exists(base + "romfs.img"):     # a real board: its firmware mounted /rom
-            return
-        # The unix board: the image file mapped outside the heap, as flash is.
-        import vfs
-        import uctypes
-        import rommap
-        try:
-            vfs.umount("/rom")
-        except OSError:
-            pass
-        a, n = rommap.map(base + "romfs.img")
-        vfs.mount(vfs.VfsRom(uctypes.bytearray_at(a, n)), "/rom")  # type: ignore[attr-defined]  # 1.25+
-        del sys.modules["rommap"]
-
-    def main(self, cfg):
-        """Run the runtime; a requested restart (after an update) resets a
-        board, or on the Unix port (no reset) re-imports from the new slot."""
-        while self.rt.main(cfg, self.slot) == "restart":
-            if sys.platform != "linux":
-                import machine
-                machine.reset()
-            del self.rt         # the old runtime's objects go before the new load
-            self.load()
 
 
-runtime = _Boot()   # slot chosen, runtime imported: the heap the bench measures
-runtime.main("aegis.json")
+runtime, slot = load()      # slot chosen, runtime imported: the heap the bench measures
+runtime.main("aegis.json", slot) == "restart" and restart("aegis.json")  # returns only to restart

@@ -206,7 +206,8 @@ def build(board, cfg, files, out_dir, log=print, version=None):
     with open(os.path.join(rom, "lib", "node", "__init__.py"), "w") as f:
         f.write("")
     os.makedirs(os.path.join(out_dir, "lib"), exist_ok=True)
-    shutil.copy(os.path.join(FIRMWARE, "main.py"), os.path.join(out_dir, "main.py"))
+    for f in _BOOT_FILES:
+        shutil.copy(os.path.join(FIRMWARE, f), os.path.join(out_dir, f))
     native = native_module(board["mpy_arch"], log)
     if native:
         # firmware/build.py replaces the arch's directory under this lock
@@ -228,16 +229,19 @@ def build(board, cfg, files, out_dir, log=print, version=None):
         shutil.copy(src, os.path.join(out_dir, dst))
     img = romfs.build_image(rom)
     how = romfs.place(board, out_dir, img, log)
-    log("compiled %d modules to .mpy (%d KiB, arch %s) + main.py, aegis.json%s; %s"
+    log("compiled %d modules to .mpy (%d KiB, arch %s) + main.py, rtboot.py, aegis.json%s; %s"
         % (n, size // 1024, board["mpy_arch"], (", %d cert files" % len(files)) if files else "",
            how))
     return n, size
 
 
 RT_JSON = "rt.json"
-# Not part of the runtime: the boot file and the board's own config stay
+# The boot files (firmware/): main.py and the slot choice it compiles at
+# boot; a runtime bundle may not write them (node/core/rtbundle.py).
+_BOOT_FILES = ("main.py", "rtboot.py")
+# Not part of the runtime: the boot files and the board's own config stay
 # when the runtime is updated over the mesh (node/rtbuild.py).
-_NOT_RUNTIME = ("main.py", "aegis.json", RT_JSON, "certs")
+_NOT_RUNTIME = _BOOT_FILES + ("aegis.json", RT_JSON, "certs")
 # Serial flashing always wins: boot slot A (what is copied now), whatever
 # an update over the mesh left in the marker (firmware/main.py).  The old
 # image file is unlinked, not truncated: the Unix board may have it mapped.

@@ -265,3 +265,45 @@ def test_half_open_link_detected_by_keepalive(tmp_path, broker, cleanup):
     finally:
         broker.proc.send_signal(signal.SIGCONT)
     node.wait(lambda x: len(node.events("Connected")) >= 2, timeout=15, what="reconnected")
+
+
+# stop() while the link backs off between connection attempts (nothing
+# listens on the port): it must cut the backoff short, not wait it out.
+STOP_SCRIPT = r"""
+import sys
+sys.path.insert(0, %r)
+import asyncio, json, time
+from node.board.mqtt_async import MQTTLink, LinkDown
+
+async def main():
+    link = MQTTLink("127.0.0.1", int(sys.argv[1]), "s", backoff_ms=(30000, 30000))
+    task = asyncio.create_task(link.run())
+    ev = await link.get()
+    t0 = time.time()
+    await link.stop(timeout_ms=5000)
+    took = time.time() - t0
+    await asyncio.sleep(0)
+    print(json.dumps({"ev": type(ev).__name__, "kind": ev.kind, "took": took,
+                      "ended": link._ended is True, "done": task.done()}))
+
+asyncio.run(main())
+""" % ROOT
+
+
+@pytest.mark.parametrize("interp", [MICROPYTHON, sys.executable], ids=["micropython", "cpython"])
+def test_stop_cuts_the_backoff_short(tmp_path, interp):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()               # nothing listens there: every connect is refused
+    path = tmp_path / "stop_script.py"
+    path.write_text(STOP_SCRIPT)
+    cmd = [interp] + (["-X", "heapsize=" + HEAP] if interp == MICROPYTHON else [])
+    r = subprocess.run(cmd + [str(path), str(port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    # The first connect failed; the backoff (15..30 s) ended at stop().
+    assert out["ev"] == "LinkDown" and out["kind"] == "net", out
+    assert out["ended"] and out["done"], out
+    assert out["took"] < 4, out

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUBS = os.path.join(os.path.dirname(os.path.dirname(sys.executable)), "stubs")
-SOURCES = ["node/board/", "firmware/main.py"]
+SOURCES = ["node/board/", "firmware/main.py", "firmware/rtboot.py"]
 
 
 @pytest.mark.parametrize("board", ["pico_w", "esp32"])

@@ -4,11 +4,11 @@ import hashlib
 from hypothesis import given, settings, strategies as st
 
 from node.core import cbor
-from node.core import envelope as ev
+from node.core import envelope as ev, forwarding as fw
 from node.core import transfer as tr
 from node.core.transfer_send import Sender
 from node.core.outbox import Outbox
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 plain = st.recursive(
     st.none() | st.booleans() | st.integers(-(1 << 64) + 1, (1 << 64) - 1)
@@ -55,7 +55,7 @@ def test_parse_ev_topic(t):
         node, topic = ev.parse_ev_topic("f", t)
     except ev.EnvelopeError:
         return
-    assert ev.ev_topic("f", node, topic) == t
+    assert fw.ev_topic("f", node, topic) == t
 
 
 @given(st.lists(st.integers(0, 3000), max_size=300))

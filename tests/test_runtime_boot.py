@@ -1,4 +1,4 @@
-"""firmware/main.py's slot choice on the real MicroPython, without a broker:
+"""firmware/main.py's slot choice (firmware/rtboot.py) on the real MicroPython, without a broker:
 a stand-in runtime per slot (plain .py in lib/) reports which slot it was
 started from, so the boot counter and the fallback rules are checked
 directly (docs/BOARDS.md "Runtime updates over the mesh")."""
@@ -16,11 +16,13 @@ RUNTIME = ('import sys\nprint("RAN", %r, sys.argv)\n'
 
 
 def board(tmp_path, slots, marker=None):
-    """A filesystem with firmware/main.py, slot A at the top, slot B in
-    rt_b/; `slots` maps slot -> runtime source (None: not there)."""
+    """A filesystem with the boot files (firmware/main.py, rtboot.py), slot A
+    at the top, slot B in rt_b/; `slots` maps slot -> runtime source (None:
+    not there)."""
     fs = tmp_path / "fs"
     fs.mkdir()
-    shutil.copy(os.path.join(ROOT, "firmware", "main.py"), fs / "main.py")
+    for f in ("main.py", "rtboot.py"):
+        shutil.copy(os.path.join(ROOT, "firmware", f), fs / f)
     for slot, src in slots.items():
         base = fs / ("rt_b" if slot == "b" else "")
         d = base / "lib" / "node" / "board"

@@ -70,7 +70,10 @@ def patched_tree(tmp, edit):
         os.symlink(os.path.join(ROOT, d), tree / d)
     os.makedirs(tree / "build")
     os.symlink(os.path.join(ROOT, "build", "firmware"), tree / "build" / "firmware")
-    edit(tree / "node" / "board" / "runtime.py")
+    src = tree / "node" / "board" / "runtime.py"
+    before = src.read_text()
+    edit(src)
+    assert src.read_text() != before, "the patch no longer applies to runtime.py"
     return tree
 
 
@@ -183,7 +186,7 @@ def test_broken_runtimes_fall_back_and_bad_bundles_are_refused(tmp_path, broker)
         # A runtime that starts but never confirms (here: never marks itself
         # good) is restarted after runtime_confirm_s and falls back too.
         tree = patched_tree(tmp_path / "t2", lambda p: p.write_text(p.read_text().replace(
-            "self.rt.confirm()", "pass")))
+            "rtslot.confirm(self.rt)", "pass")))
         r = push_runtime(broker, *key, "--version", "0.3.1", cwd=tree)
         assert r.returncode == 1, r.stdout + r.stderr
         assert "fell back to runtime %s (slot a): not online within 10 s" % v1 in r.stderr

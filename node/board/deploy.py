@@ -1,9 +1,12 @@
 # Module pushes on a board: the core transfer receiver on flash, the
 # signature and hash checks, and the answer to the pusher once the module
 # runs (docs/BOARDS.md).  Code needed only while a push is in flight is
-# loaded for it and unloaded after: transfer.py (~6 KiB of heap run from
-# ROMFS, ~20 KiB as a plain .mpy) after 30 idle ticks, then this module
-# itself (runtime.py); the verifier (~6 KiB / ~13 KiB) right after the check.
+# loaded for it and unloaded after: the receiver (transfer_recv.py, 3.7 KiB
+# of heap run from ROMFS) as soon as the package is complete, unless
+# another transfer is arriving (then after 30 idle ticks); the codec and
+# the sender once no handover is in flight; then this module itself
+# (runtime.py); the verifier (~6 KiB) right after the check.  A proxy
+# handover so never holds the receiver and the sender at once.
 import gc
 import sys
 
@@ -17,22 +20,13 @@ except ImportError:
 
 _IDLE_TICKS = const(30)
 _BLOCKED_KEPT = const(8)    # versions refused per module after a rollback
-NONCES = "rb/nonces.cbor"   # statement nonces spent (node/board/statements.py)
-BLOCKED = "rb/blocked.cbor"  # {module: [versions rolled back from]}
-MAGIC_STMT = b"AEGISRB1"    # node.core.rollback.MAGIC, without importing it
+# Files: rb/blocked.cbor {module: [versions rolled back from]} here, and
+# rb/nonces.cbor (statement nonces spent) in node/board/statements.py.
+# Module-level names are qstrs the board keeps for good: few of them.
 
 
 def log(*a):
     print("aegis:", *a)
-
-
-def transfer():
-    """node.core.transfer, loaded on demand."""
-    from node.core import transfer as T
-    # Hash packages in small pieces: a 16 KiB read needs a 16 KiB
-    # contiguous block, which a fragmented 192 KiB heap may not have.
-    T._HASH_PIECE = 2048
-    return T
 
 
 def unload(*names):
@@ -54,20 +48,12 @@ def load(store, name, default):
     return v if type(v) is type(default) else default
 
 
-def blocked(store, name):
-    v = load(store, BLOCKED, {}).get(name)
-    return v if type(v) is list else []
-
-
 def block(store, name, version):
     """Refuse `version` of module `name` from now on (atomic write)."""
-    d = load(store, BLOCKED, {})
+    d = load(store, "rb/blocked.cbor", {})
     vs = [v for v in (d.get(name) or []) if v != version] + [version]
     d[name] = vs[-_BLOCKED_KEPT:]
-    store.write(BLOCKED, cbor.dumps(d))
-
-
-_REC_KEYS = ("name", "v", "pkg", "size", "sub", "emit", "ports", "tid", "prev")
+    store.write("rb/blocked.cbor", cbor.dumps(d))
 
 
 def switched(b, cur, rec):
@@ -83,56 +69,43 @@ def switched(b, cur, rec):
         rec["prev"] = None
     elif cur is not None and cur["pkg"] != rec["pkg"]:
         rec["prev"] = cur["pkg"]
-    b.store.write("mods/%s.cbor" % name, cbor.dumps({k: rec.get(k) for k in _REC_KEYS}))
+    b.store.write("mods/%s.cbor" % name, cbor.dumps(
+        {k: rec.get(k) for k in ("name", "v", "pkg", "size", "sub", "emit", "ports", "tid",
+                                 "prev")}))
     for p in old:
         if p and p != rec["pkg"] and p != rec.get("prev"):
             b.store.delete(p)
 
 
-def remove(b, name):
-    """Stop module `name` and delete it from flash.  Deleting its record is
-    the commit point (one unlink, atomic on littlefs); packages left by a
-    reset right after are swept at boot (runtime._restore)."""
-    rec = b.mods.get(name)
-    if rec is None:
-        return
-    b.store.delete("mods/%s.cbor" % name)
-    del b.mods[name]
-    b.bus.unsubscribe(name)
-    still = [f for r in b.mods.values() for f in r["sub"]]
-    b.link.unsubscribe([b.ev_in + "+/" + f for f in rec["sub"] if f not in still])
-    if b.native is not None and hasattr(b.native, "stop"):
-        b.native.stop(name)
-    if b._proxy is not None:
-        b._proxy.stop(name)
-    for p in (rec["pkg"], rec.get("prev")):
-        if p:
-            b.store.delete(p)
-    b.counts["deploy_removed"] = b.counts.get("deploy_removed", 0) + 1
-    b._status_due = True
-
-
-def record(hdr, pkg_name):
+def record(hdr, pkg):
     """What the board keeps per module (mods/<name>.cbor): small, so the
     manifest's capabilities are checked without re-reading the package."""
     m = hdr.manifest
-    return {"name": hdr.name, "v": hdr.version, "pkg": pkg_name, "size": m["size"],
+    return {"name": hdr.name, "v": hdr.version, "pkg": pkg, "size": m["size"],
             "sub": m["subscribe"], "emit": m["emit"], "ports": m["ports"], "tid": ""}
 
 
 class Deploys:
     def __init__(self, board):
         self.b = board
-        self.rx = None          # transfer.Receiver while pushes are in progress
+        self.rx = None          # transfer_recv.Receiver while pushes are in progress
         self.bad = 0            # its bad-message count, kept across unloads
         self._idle = 0
         self.stmts = []         # ids of statements whose result is still due
+        # A push complete on flash has its Receiver released before the
+        # check and the start (so a proxy handover never holds the receiver
+        # and the sender at once): while its module starts, its id is in
+        # the record in b._pending (late offers are answered from there) and
+        # finish() sends the result.  Ids answered so (the last 8): their
+        # late chunks are dropped quietly.
+        self.ended = []
 
     def receiver(self):
         if self.rx is None:
             # Two transfers: a sender's last poll can open a new one just after
             # a refusal ended the old; idle ones expire soon to free the slot.
-            self.rx = transfer().Receiver(
+            from node.core.transfer_recv import Receiver
+            self.rx = Receiver(
                 self.b.store, max_size=int(self.b.cfg.get("max_package", 262144)),
                 max_transfers=2, idle_ms=15000, is_active=self._is_active)
         self._idle = 0
@@ -146,7 +119,7 @@ class Deploys:
         if rx is not None:
             rx.tick(now)
             self.out()
-            if rx.active() or self.b._pending:
+            if rx.active():
                 self._idle = 0
                 return
             self._idle += 1
@@ -154,8 +127,9 @@ class Deploys:
                 return
             self.bad += rx.bad
             self.rx = None      # progress is on flash: the next offer resumes
-        if not self.b.handing_over() and "node.core.transfer" in sys.modules:
-            unload("node.core.transfer", "node.core.transfer_send")
+        p = self.b.parts.get("proxy")      # loaded, and handing a package over?
+        if (p is None or not p.busy()) and "node.core.transfer" in sys.modules:
+            unload("node.core.transfer", "node.core.transfer_recv", "node.core.transfer_send")
 
     def out(self):
         if self.rx is None:
@@ -164,7 +138,7 @@ class Deploys:
             self.b.link.publish(self.b.t_reply, b, 1)
 
     def on_message(self, payload):
-        if bytes(payload[:8]) == MAGIC_STMT:
+        if bytes(payload[:8]) == b"AEGISRB1":     # node.core.rollback.MAGIC
             gc.collect()
             from node.board import statements
             try:
@@ -174,23 +148,59 @@ class Deploys:
                 unload("node.board.statements", "node.core.rollback", "node.board.verify",
                        "node.board.ed25519", "node.core.package")
             return
-        T = transfer()
+        from node.core import transfer as T
+        if self.b._pending or self.ended:
+            try:
+                m = T.decode(payload)
+            except ValueError:          # TransferError: the receiver counts it
+                m = None
+            if m is not None:
+                tid = m["id"]
+                if [r for r in self.b._pending.values() if r.get("tid") == tid]:
+                    return self._late(m)        # its module is starting
+                if tid in self.ended:
+                    if m["t"] == "chunk":
+                        return          # sent before its result: dropped quietly
+                    self.ended.remove(tid)      # pushed again: a new transfer
         rx = self.receiver()
         rx.receive_data(bytes(payload), self.b.now())
+        done = []
         while True:
             ev = rx.next_event()
             if ev is None:
                 break
-            t = type(ev)
-            if t is T.Complete:
-                self._complete(ev)
-            elif t is T.Started:
+            t = type(ev).__name__
+            if t == "Complete":
+                done.append(ev)
+            elif t == "Started":
                 log("receiving %s@%s: %d bytes, %d/%d chunks held"
                     % (ev.name, ev.version, ev.size, ev.have, ev.n))
         self.out()
+        del rx
+        for c in done:
+            self._complete(c)
+
+    def _late(self, m):
+        """A message for a package already complete here: an offer (the
+        pusher is unsure) is answered as the Receiver answers one for a
+        package it verifies -- every chunk held --; chunks are dropped."""
+        if m["t"] != "offer":
+            return
+        from node.core import transfer as T
+        tid = m["id"]
+        try:
+            size = T._field(m, "size", int, 1, None, tid)
+            chunk = T._field(m, "chunk", int, T.MIN_CHUNK, T.MAX_CHUNK, tid)
+            n = (size + chunk - 1) // chunk
+        except ValueError:              # TransferError
+            self.bad += 1
+            return
+        self.b.link.publish(self.b.t_reply,
+                            T._msg("ack", tid, n=n, have=n, ranges=[], upto=n, last=-1), 1)
 
     def reply(self, tid, ok, detail, module=None):
-        """The answer to a signed statement, as a gateway gives it."""
+        """A final result: to a signed statement, as a gateway gives it, or
+        to a push whose Receiver was released (as Receiver.finish sends)."""
         m = {"t": "result", "id": tid, "ok": ok}
         if ok:
             m["state"] = detail
@@ -204,15 +214,22 @@ class Deploys:
         if tid in self.stmts:
             self.stmts.remove(tid)
             return self.reply(tid, ok, "running" if ok else detail, module)
-        try:
-            self.receiver().finish(tid, ok, detail)
-        except ValueError:          # transfer.TransferError: already finished
-            pass
-        self.out()
+        rx = self.rx
+        if rx is not None and tid in rx.active():
+            try:
+                rx.finish(tid, ok, detail)
+            except ValueError:      # TransferError: not complete yet
+                pass
+            return self.out()
+        # Released by _complete: answered as Receiver.finish would.
+        self.ended = self.ended[-7:] + [tid]
+        if not ok:
+            self.b.store.delete("incoming/%s.pkg" % tid)
+        self.reply(tid, ok, str(detail))
 
-    def _is_active(self, tid, name, version, sha):
+    def _is_active(self, tid, name, version, sha256):
         if name == "aegis-runtime" and name not in self.b.mods \
-                and version == self.b.rt.version():
+                and version == self.b.rt["v"]:
             return "runtime %s already active" % version     # no transfer for a no-op
         rec = self.b.mods.get(name)
         if rec and rec["v"] == version and rec.get("tid") == tid and rec["state"] == "running":
@@ -221,6 +238,12 @@ class Deploys:
 
     def _complete(self, c):
         b = self.b
+        if self.rx is not None and self.rx.active() == [c.tid]:
+            # Nothing else arriving: the Receiver's code goes before the
+            # verifier's and the engine's load; progress is on flash.
+            self.bad += self.rx.bad
+            self.rx = None
+            unload("node.core.transfer_recv")
         gc.collect()
         if b.store.read_at(c.store_name, 0, 8) == b"AEGISRT1":    # a runtime bundle
             from node.board import rtupdate
@@ -234,7 +257,8 @@ class Deploys:
             if cur is not None and pk.parse_version(hdr.version) < pk.parse_version(cur["v"]):
                 raise pk.PackageError("%s@%s is older than the active %s; refusing a downgrade"
                                       % (hdr.name, hdr.version, cur["v"]))
-            if hdr.version in blocked(b.store, hdr.name):
+            vs = load(b.store, "rb/blocked.cbor", {}).get(hdr.name)
+            if type(vs) is list and hdr.version in vs:
                 raise pk.PackageError("%s@%s was rolled back on this node; refusing it again "
                                       "(publish a newer version)" % (hdr.name, hdr.version))
         except Exception as e:      # PackageError, or MemoryError on a full heap

@@ -18,28 +18,39 @@
 # for a module's emits (checked against its manifest), board.ports.call()
 # for its calls, board.store for its package and state.
 
+import sys
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):  # type: ignore[misc]  # CPython only
+        return x
+
 # Modules larger than this run in proxy mode even when native is possible:
 # wasm3 needs the wasm plus its compiled code in RAM.
-NATIVE_MAX_WASM = 16384
-
-
-def native_available():
-    # node/board/native.py decides: wasm3.mpy present, and room in the heap
-    # for its machine code (issue 7, docs/NATIVE.md).
-    try:
-        from node.board import native
-    except ImportError:
-        return False
-    return native.available()
+_NATIVE_MAX_WASM = const(16384)
 
 
 def select(board, rec):
     """The engine for module record `rec`: native when the firmware has
-    wasm3, the module fits the budget and the board allows it, else proxy."""
+    wasm3, the module fits the budget and the board allows it, else proxy.
+    node/board/native.py decides whether native is possible: wasm3.mpy
+    present, and room in the heap for its machine code (issue 7,
+    docs/NATIVE.md).  Needed once per module start: this module unloads
+    itself here (its caller keeps only the engine), ~400 B less heap."""
+    sys.modules.pop("node.board.engine", None)
+    pkg = sys.modules.get("node.board")
+    if pkg is not None and hasattr(pkg, "engine"):
+        delattr(pkg, "engine")
     if board.cfg.get("engine", "auto") != "proxy" and rec["size"] <= board.cfg.get(
-            "native_max_wasm", NATIVE_MAX_WASM) and native_available():
-        if board.native is None:
-            from node.board import native  # type: ignore[attr-defined]
-            board.native = native.NativeEngine(board)
-        return board.native
+            "native_max_wasm", _NATIVE_MAX_WASM):
+        try:
+            from node.board import native
+            ok = native.available()
+        except ImportError:
+            ok = False
+        if ok:
+            if board.native is None:
+                board.native = native.NativeEngine(board)
+            return board.native
     return board.proxy

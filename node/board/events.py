@@ -7,11 +7,7 @@
 from node.core import envelope as E
 from node.board.runtime import wall_ms
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython only
-        return x
+from micropython import const     # board only, never imported on CPython
 
 _WIN = const(4)             # forwarded events awaiting PUBACK
 _BUS_CACHE = const(32)      # topics whose matches the bus may cache
@@ -77,7 +73,7 @@ def on_envelope(b, topic, payload):
 
 def send_more(b):
     """Publish outbox records after the last one sent while the window has
-    room; each stays in the outbox until its PUBACK (Board._puback)."""
+    room; each stays in the outbox until its PUBACK (Board.events)."""
     if not b.link.connected:
         return
     ob, inflight = b.outbox, b.inflight

@@ -1,20 +1,18 @@
 # The core's store interface (node/core/store.py) over a board's flash
-# filesystem (littlefs on rp2/esp32, the host's files on the Unix port).
-# Atomic replace is write-temp-then-rename: littlefs renames atomically, so
-# a power cut leaves the old or the new object.  MicroPython has no fsync;
-# close() commits a littlefs file, so every write closes its file.
+# filesystem (littlefs on rp2/esp32, the host's files on the Unix port),
+# for MicroPython only (os.ilistdir).  Atomic replace is
+# write-temp-then-rename: littlefs renames atomically, so a power cut
+# leaves the old or the new object.  MicroPython has no fsync; close()
+# commits a littlefs file, so every write closes its file.  Few helpers on
+# purpose: each function is an object in the board's heap (docs/BOARDS.md
+# "Heap budget").
 import os
+from micropython import const
 
 from node.core.store import StoreError
 
 _TMP = ".tmp"
-
-
-def _isdir(p):
-    try:
-        return os.stat(p)[0] & 0x4000 != 0
-    except OSError:
-        return False
+_DIR = const(0x4000)
 
 
 class FlashStore:
@@ -29,21 +27,19 @@ class FlashStore:
         cur = "" if not d.startswith("/") else "/"
         for part in d.strip("/").split("/"):
             cur = cur + part if cur in ("", "/") else cur + "/" + part
-            if not _isdir(cur):
-                try:
-                    os.mkdir(cur)
-                except OSError:
-                    pass
+            try:
+                os.mkdir(cur)
+            except OSError:     # there already (or made by the next try)
+                pass
 
-    def _p(self, name):
+    def _p(self, name, mk=False):
+        """The path of object `name`; mk: make its directory first."""
         if not name or name[0] == "/" or ".." in name.split("/"):
             raise StoreError("bad object name: %r" % name)
-        return self.root + "/" + name
-
-    def _dir_of(self, name):
         i = name.rfind("/")
-        if i > 0:
+        if mk and i > 0:
             self._mk(self.root + "/" + name[:i])
+        return self.root + "/" + name
 
     def read(self, name):
         try:
@@ -53,15 +49,13 @@ class FlashStore:
             return None
 
     def write(self, name, data):
-        p = self._p(name)
-        self._dir_of(name)
+        p = self._p(name, True)
         with open(p + _TMP, "wb") as f:
             f.write(data)
         os.rename(p + _TMP, p)
 
     def append(self, name, data):
-        self._dir_of(name)
-        with open(self._p(name), "ab") as f:
+        with open(self._p(name, True), "ab") as f:
             f.write(data)
 
     def read_at(self, name, offset, n):
@@ -74,8 +68,7 @@ class FlashStore:
             return f.read(n)
 
     def write_at(self, name, offset, data):
-        p = self._p(name)
-        self._dir_of(name)
+        p = self._p(name, True)
         try:
             f = open(p, "r+b")
         except OSError:
@@ -96,8 +89,7 @@ class FlashStore:
             return -1
 
     def rename(self, src, dst):
-        s, d = self._p(src), self._p(dst)
-        self._dir_of(dst)
+        s, d = self._p(src), self._p(dst, True)
         try:
             os.stat(s)
         except OSError:
@@ -116,27 +108,22 @@ class FlashStore:
 
     def list(self, prefix):
         out = []  # type: list[str]
-        self._walk(self.root, "", prefix, out)
+        todo = [""]             # directories (relative, "/"-terminated) to read
+        while todo:
+            rel = todo.pop()
+            try:
+                it = list(os.ilistdir(self.root + "/" + rel[:-1] if rel else self.root))
+            except OSError:
+                continue
+            for e in it:
+                r = rel + e[0]
+                if e[1] == _DIR:
+                    if prefix.startswith(r + "/") or r.startswith(prefix):
+                        todo.append(r + "/")
+                elif r.startswith(prefix):
+                    out.append(r)
         out.sort()
         return out
-
-    def _walk(self, path, rel, prefix, out):
-        try:
-            if hasattr(os, "ilistdir"):
-                it = list(os.ilistdir(path))
-            else:               # CPython (tests of the store itself)
-                it = [(n, 0x4000 if _isdir(path + "/" + n) else 0x8000, 0)
-                      for n in os.listdir(path)]
-        except OSError:
-            return
-        for e in it:
-            n = e[0]
-            r = rel + n
-            if e[1] == 0x4000:
-                if prefix.startswith(r + "/") or r.startswith(prefix) or not prefix:
-                    self._walk(path + "/" + n, r + "/", prefix, out)
-            elif r.startswith(prefix):
-                out.append(r)
 
     def sync(self, name):
         pass    # every write above already closed (committed) its file

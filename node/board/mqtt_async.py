@@ -2,7 +2,7 @@
 # CPython alike: owns the TCP socket, the clock and reconnection; the
 # protocol is all in the core.  Three tasks per connection, because
 # MicroPython's asyncio lets only one task wait on a socket per direction:
-# a reader (the only reader), a writer (the only writer, woken by `_kick`)
+# a reader (the only reader), a writer (the only writer, woken by `_ev`)
 # and a ticker (keepalive).  Whoever finds the link dead calls _end(); run()
 # then cancels the three, backs off and reconnects.
 #
@@ -24,22 +24,13 @@ from node.core import mqtt
 
 try:
     from time import ticks_ms, ticks_diff
-except ImportError:             # CPython
-    from time import monotonic  # type: ignore[attr-defined]  # CPython only
-
-    def ticks_ms():  # type: ignore[misc]
-        return int(monotonic() * 1000)
-
-    def ticks_diff(a, b):  # type: ignore[no-redef, misc]
-        return a - b
+except ImportError:             # CPython (the tests)
+    from node.board.hostcompat import ticks_ms, ticks_diff  # type: ignore  # CPython only
 
 try:
     from random import getrandbits
 except ImportError:             # ports built without random
-    from os import urandom
-
-    def getrandbits(n):  # type: ignore[misc]
-        return int.from_bytes(urandom(4), "big") & ((1 << n) - 1)
+    from node.board.hostcompat import getrandbits  # type: ignore
 
 
 class LinkDown:
@@ -59,8 +50,8 @@ class MQTTLink:
         self.client = mqtt.Client(client_id, **client_kw)
         self.host = host
         self.port = port
-        self.tls = tls                      # (ca, cert, key) DER paths, or None
-        self._ctx = None
+        self.tls = tls                      # (ca, cert, key) DER paths, or None;
+                                            # the SSLContext once built from them
         self.kind = None                    # kind of the last LinkDown
         self._exc = None                    # first exception of this session
         self.subscriptions = list(subscriptions)
@@ -71,14 +62,16 @@ class MQTTLink:
         self.write_max = write_max          # bytes per socket write (0: all queued)
         self._buf = bytearray(read_size)    # one reused receive buffer
         self._events = []
-        self._ev = asyncio.Event()          # events to hand out
-        self._room = asyncio.Event()        # an event was taken / a PUBACK came
-        self._kick = asyncio.Event()        # the core has bytes to send
-        self._done = asyncio.Event()        # this connection is over
-        self._why = None
+        # Two Events (~230 bytes each on a board).  _ev: the link changed
+        # (events queued or taken, a PUBACK freed room in the window, the
+        # core has bytes to send); every waiter (get, publish_wait, the
+        # reader's backpressure, the writer) re-checks its own condition.
+        self._ev = asyncio.Event()
+        self._done = asyncio.Event()        # this connection is over (in a
+        self._error = None                  # backoff: stop() cuts it short)
         self._stop = False
-        self._halt = asyncio.Event()        # stop() asked; cuts a backoff short
-        self._ended = asyncio.Event()       # run() has returned
+        # run() has returned: True, or stop()'s Event to set (made only then).
+        self._ended = None
         self.connected = False
         self.sessions = 0                   # CONNACKs seen; tests and stats
         self._last = ticks_ms()
@@ -98,7 +91,7 @@ class MQTTLink:
         """Packet id (0 for QoS 0), or None when the window is full or QoS 0
         meets a down link.  QoS 1 is queued while the link is down."""
         pid = self.client.publish(topic, payload, qos, retain, self.now())
-        self._kick.set()
+        self._ev.set()
         return pid
 
     async def publish_wait(self, topic, payload, qos=1, retain=False):
@@ -106,107 +99,114 @@ class MQTTLink:
             pid = self.publish(topic, payload, qos, retain)
             if pid is not None:
                 return pid
-            self._room.clear()
-            await self._room.wait()
+            self._ev.clear()
+            await self._ev.wait()
 
     def subscribe(self, filters):
         """Remembered, and re-sent whenever the broker lost our session."""
         self.subscriptions.extend(filters)
         if self.connected:
             self.client.subscribe(filters, self.now())
-            self._kick.set()
+            self._ev.set()
 
-    def unsubscribe(self, topics):
+    def unsubscribe(self, filters):
         """Forget filters (plain strings): not re-sent after a session loss,
         and UNSUBSCRIBEd now when connected (else the next session's
         SUBSCRIBE, for a lost session, leaves them out anyway)."""
-        self.subscriptions = [s for s in self.subscriptions if s[0] not in topics]
-        if self.connected and topics:
-            self.client.unsubscribe(list(topics), self.now())
-            self._kick.set()
+        self.subscriptions = [s for s in self.subscriptions if s[0] not in filters]
+        if self.connected and filters:
+            self.client.unsubscribe(list(filters), self.now())
+            self._ev.set()
 
     def ack(self, msg):
         if self.client.ack(msg):
-            self._kick.set()
+            self._ev.set()
 
     async def get(self):
         while not self._events:
             self._ev.clear()
             await self._ev.wait()
-        self._room.set()
+        self._ev.set()          # room for the reader and publish_wait
         return self._events.pop(0)
 
     def __aiter__(self):
         return self
 
-    async def __anext__(self):
-        return await self.get()
+    __anext__ = get         # `async for ev in link`: one function, not two
 
     async def stop(self, timeout_ms=2000):
         """Send DISCONNECT (so the broker drops the will), end run() and wait
         for it; QoS 1 publishes still unacked stay in self.client."""
         self._stop = True
         self.client.disconnect()
-        self._kick.set()
-        self._halt.set()
+        self._ev.set()
+        if self._error is not None:     # between sessions: end the backoff
+            self._done.set()
+        if self._ended is True:
+            return
+        self._ended = ended = asyncio.Event()
         try:
-            await asyncio.wait_for(self._ended.wait(), timeout_ms / 1000)
+            await asyncio.wait_for(ended.wait(), timeout_ms / 1000)
         except asyncio.TimeoutError:
             pass
 
     # --- connection loop ----------------------------------------------------
 
     async def run(self):
-        try:
-            await self._run()
-        finally:
-            self._ended.set()
-
-    async def _run(self):
         fails = 0
-        while not self._stop:
-            before = self.sessions
-            self.kind = "net"
-            why = await self._session()
-            self.connected = False
-            up = self.sessions > before
-            if not up and self.tls and self.kind == "net" and why and \
-                    why[:5] in ("read:", "write", "close"):
-                self.kind = "tls"       # died before CONNACK, inside the handshake
-                from node.board.tls import tls_reason
-                why = tls_reason(self._exc)
-            self._push(LinkDown(why, self.kind))
-            if self._stop:
-                return
-            fails = 0 if up else fails + 1
-            # Exponential backoff, capped, with jitter in [d/2, d] so a fleet
-            # that lost its broker does not come back in lockstep.  A refused
-            # handshake or login will not heal by itself: wait the longest.
-            d = min(self.backoff_ms[1], self.backoff_ms[0] << min(fails, 16))
-            if not up and self.kind in ("tls", "auth"):
-                d = self.backoff_ms[1]
-            d = d // 2 + getrandbits(16) % (d // 2 + 1)
-            try:
-                await asyncio.wait_for(self._halt.wait(), d / 1000)
-            except asyncio.TimeoutError:
-                pass
+        try:
+            while not self._stop:
+                before = self.sessions
+                self.kind = "net"
+                why = await self._session()
+                self._error = why           # also: not in a session (stop())
+                self.connected = False
+                up = self.sessions > before
+                if not up and self.tls and self.kind == "net" and (
+                        self._exc is not None or why == "closed by broker"):
+                    self.kind = "tls"       # died before CONNACK, inside the handshake
+                    from node.board.tls import tls_reason
+                    why = tls_reason(self._exc)
+                self._events.append(LinkDown(why, self.kind))
+                self._ev.set()
+                if self._stop:
+                    return
+                fails = 0 if up else fails + 1
+                # Exponential backoff, capped, with jitter in [d/2, d] so a fleet
+                # that lost its broker does not come back in lockstep.  A refused
+                # handshake or login will not heal by itself: wait the longest.
+                d = min(self.backoff_ms[1], self.backoff_ms[0] << min(fails, 16))
+                if not up and self.kind in ("tls", "auth"):
+                    d = self.backoff_ms[1]
+                d = d // 2 + getrandbits(16) % (d // 2 + 1)
+                self._done.clear()          # stop() sets it: no need to wait on
+                if self._stop:
+                    return
+                try:
+                    await asyncio.wait_for(self._done.wait(), d / 1000)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            ended, self._ended = self._ended, True
+            if ended is not None:
+                ended.set()
 
     async def _session(self):
         c = self.client
         c.reset()
         self._done.clear()
-        self._why = None
+        self._error = None
         self._exc = None
         kw = {}
         if self.tls:
-            if self._ctx is None:
+            if type(self.tls) is tuple:     # not built yet (or it failed)
                 try:
                     from node.board.tls import tls_context
-                    self._ctx = tls_context(*self.tls)
+                    self.tls = tls_context(*self.tls)
                 except (ValueError, OSError, MemoryError) as e:
                     self.kind = "tls"
                     return str(e)
-            kw = {"ssl": self._ctx, "server_hostname": self.host}
+            kw = {"ssl": self.tls, "server_hostname": self.host}
         try:
             conn = asyncio.open_connection(self.host, self.port, **kw)
             r, w = await asyncio.wait_for(conn, self.connect_timeout_ms / 1000)  # type: ignore[var-annotated]
@@ -217,7 +217,7 @@ class MQTTLink:
             return "stopped"
         c.connect(self.now())
         tasks = [asyncio.create_task(self._reader(r)), asyncio.create_task(self._writer(w)),
-                 asyncio.create_task(self._ticker())]
+                 asyncio.create_task(self._tick())]
         await self._done.wait()
         for t in tasks:
             t.cancel()
@@ -226,31 +226,22 @@ class MQTTLink:
             await w.wait_closed()
         except Exception:
             pass
-        return self._why
+        return self._error
 
     def _end(self, why):
-        if self._why is None:
-            self._why = why
+        if self._error is None:
+            self._error = why
         self._done.set()
-
-    def _push(self, ev):
-        self._events.append(ev)
-        self._ev.set()
 
     def _pump(self):
         c = self.client
-        while True:
-            ev = c.next_event()
-            if ev is None:
-                break
+        for ev in c.events():
             t = type(ev)
             if t is mqtt.Connected:
                 self.connected = True
                 self.sessions += 1
                 if not ev.session_present and self.subscriptions:
                     c.subscribe(self.subscriptions, self.now())
-            elif t is mqtt.Published:
-                self._room.set()
             elif t is mqtt.PingTimeout:
                 self._end("no answer from broker")
             elif t is mqtt.ConnectRefused:
@@ -259,8 +250,8 @@ class MQTTLink:
             elif t is mqtt.ProtocolError:
                 self.kind = "proto"
                 self._end(ev.text)
-            self._push(ev)
-        self._kick.set()
+            self._events.append(ev)
+        self._ev.set()
 
     async def _reader(self, r):
         buf = self._buf
@@ -269,8 +260,8 @@ class MQTTLink:
         try:
             while True:
                 while len(self._events) >= self.max_events:
-                    self._room.clear()      # backpressure: the app is behind
-                    await self._room.wait()
+                    self._ev.clear()        # backpressure: the app is behind
+                    await self._ev.wait()
                 if into:
                     n = await r.readinto(buf)
                     if n is None:       # TLS: a handshake/record step, no data yet
@@ -286,7 +277,7 @@ class MQTTLink:
                 self._pump()
         except Exception as e:
             self._exc = self._exc or e
-            self._end("read: %r" % (e,))
+            self._end("%s: %r" % ("read", e))      # one format qstr for both
 
     async def _writer(self, w):
         try:
@@ -298,13 +289,13 @@ class MQTTLink:
                 elif self._stop:
                     return self._end("stopped")
                 else:
-                    self._kick.clear()
-                    await self._kick.wait()
+                    self._ev.clear()
+                    await self._ev.wait()
         except Exception as e:
             self._exc = self._exc or e
-            self._end("write: %r" % (e,))
+            self._end("%s: %r" % ("write", e))
 
-    async def _ticker(self):
+    async def _tick(self):
         while True:
             await asyncio.sleep(self.tick_ms / 1000)
             self.client.tick(self.now())

@@ -12,13 +12,14 @@
 #   sim_sensor   like adc_temp, a slowly varying simulated reading
 import gc
 import sys
+from micropython import const
 
 from node.core import cbor
 
-ENOENT = -1
-EPERM = -2
-EINVAL = -3
-EIO = -5
+# ABI error codes (docs/ABI.md); private const(): no names in the heap.
+_ENOENT = const(-1)
+_EINVAL = const(-3)
+_EIO = const(-5)
 
 
 def _value(data):
@@ -48,20 +49,20 @@ class Ports:
         """Output bytes, or a negative ABI error code.  Never raises."""
         s = self.spec.get(port)
         if s is None:
-            return ENOENT
+            return _ENOENT
         self.calls += 1
         try:
             return cbor.dumps(getattr(self, "_" + s.get("kind", "?"))(port, s, data))
         except AttributeError:
             self.errors += 1
-            return ENOENT       # a kind this firmware does not know
+            return _ENOENT       # a kind this firmware does not know
         except ValueError:
             self.errors += 1
-            return EINVAL
+            return _EINVAL
         except Exception as e:  # a driver error must not reach the module
             self.errors += 1
             print("port %s failed: %r" % (port, e))
-            return EIO
+            return _EIO
 
     def _pin(self, port, s, mode):
         p = self._hw.get(port)

@@ -31,9 +31,8 @@ class ProxyEngine:
 
     def __init__(self, board):
         self.b = board
-        base = board.t_proxy    # aegis/<fleet>/node/<board>/proxy/ (runtime.py subscribes)
-        self.t_pkg, self.t_reply = base + "pkg", base + "pkg/reply"
-        self.t_up, self.t_down = base + "up", base + "down"
+        # Topics: board.t_proxy (aegis/<fleet>/node/<board>/proxy/, which
+        # runtime.py subscribes to) + "pkg", "pkg/reply", "up" or "down".
         self._tx = {}           # module name -> [Sender, done, rec]
         # QoS 1 is at-least-once on both legs: events up carry (boot, n) so
         # the host runs each once; emits down carry the host's, kept here.
@@ -44,14 +43,14 @@ class ProxyEngine:
                        "proxy_emits": 0, "proxy_denied": 0}
 
     def subscriptions(self):
-        return [(self.t_down, 1), (self.t_reply, 1)]
+        base = self.b.t_proxy
+        return [(base + "down", 1), (base + "pkg/reply", 1)]
 
     # ---- handing packages to the host --------------------------------
     def start(self, rec, done):
         old = self._tx.pop(rec["name"], None)
         if old:
             old[1](False, "replaced by %s" % rec["v"])
-        self.b.transfer()       # the codec, with the board's hash piece size
         from node.core.transfer_send import Sender, StoreReader
         s = Sender(StoreReader(self.b.store, rec["pkg"]), chunk=self.b.chunk,
                      window=_WIN, name=rec["name"], version=rec["v"], timeout=3000,
@@ -63,7 +62,7 @@ class ProxyEngine:
         """Pass a signed rollback/removal statement the board accepted to
         the host (QoS 1, before any handover it implies): the host checks
         and applies it to its copy of the module itself."""
-        self.b.link.publish(self.t_up, cbor.dumps({"t": "stmt", "s": bytes(data)}), 1)
+        self.b.link.publish(self.b.t_proxy + "up", cbor.dumps({"t": "stmt", "s": bytes(data)}), 1)
 
     def stop(self, name):
         """Module `name` was removed: a handover still in flight ends
@@ -90,7 +89,7 @@ class ProxyEngine:
             s, done, _ = self._tx[name]
             if link.connected:
                 for m in s.messages_to_send(now):
-                    link.publish(self.t_pkg, m, 1)
+                    link.publish(self.b.t_proxy + "pkg", m, 1)
             while True:
                 ev = s.next_event()
                 if ev is None:
@@ -102,20 +101,28 @@ class ProxyEngine:
 
     # ---- messages from the host --------------------------------------
     def on_message(self, topic, payload):
-        if topic == self.t_reply:
+        base = self.b.t_proxy
+        if topic == base + "pkg/reply":
             now = self.b.now()
             for s, _, _ in list(self._tx.values()):
                 s.receive_data(payload, now)
             self.tick(now)
             return True
-        if topic != self.t_down:
+        if topic != base + "down":
             return False
         try:
             m = cbor.loads(bytes(payload))
             t = m.get("t")
             rec = self.b.module(m.get("mod"))
             if t == "call":
-                self._call(m, rec)
+                port, cid = m.get("port"), m.get("id")
+                if rec is None or port not in rec["ports"]:
+                    self.counts["proxy_denied"] += 1
+                    r = -2              # EPERM: the manifest does not grant it
+                else:
+                    self.counts["proxy_calls"] += 1
+                    r = self.b.ports.call(port, m.get("d", b""))
+                self.b.link.publish(base + "up", cbor.dumps({"t": "res", "id": cid, "r": r}), 0)
             elif t == "emit":
                 key = (m.get("b"), m.get("n"))
                 if key in self._seen:
@@ -130,23 +137,13 @@ class ProxyEngine:
             self.b.bad("proxy message", e)
         return True
 
-    def _call(self, m, rec):
-        port, cid = m.get("port"), m.get("id")
-        if rec is None or port not in rec["ports"]:
-            self.counts["proxy_denied"] += 1
-            r = -2                  # EPERM: the manifest does not grant it
-        else:
-            self.counts["proxy_calls"] += 1
-            r = self.b.ports.call(port, m.get("d", b""))
-        self.b.link.publish(self.t_up, cbor.dumps({"t": "res", "id": cid, "r": r}), 0)
-
     # ---- events for the proxied modules ------------------------------
     def deliver(self, topic, data, src, mod):
         if len(data) > _MAX_EV or not self.b.link.connected:
             self.counts["proxy_ev_dropped"] += 1
             return
         self._n += 1
-        pid = self.b.link.publish(self.t_up, cbor.dumps(
+        pid = self.b.link.publish(self.b.t_proxy + "up", cbor.dumps(
             {"t": "ev", "topic": topic, "d": data, "src": src, "mod": mod,
              "b": self._boot, "n": self._n}), 1)
         if pid is None:             # window full: bounded RAM beats queueing

@@ -5,7 +5,7 @@
 # downgrade or replay, the payload's sha256 read back from flash -- then
 # unpacked into the slot not running, and the marker switched by atomic
 # rename.  The pusher gets its answer; then the board restarts into the
-# new slot on trial (node/board/rtslot.py, firmware/main.py).  Loaded only
+# new slot on trial (node/board/rtslot.py, firmware/rtboot.py).  Loaded only
 # for this; nothing here holds more than a 2 KiB piece in RAM.
 import gc
 import os
@@ -48,23 +48,23 @@ def complete(dep, c):
             unload("node.board.verify", "node.board.ed25519", "node.core.package",
                    "node.core.rtbundle")
         m = hdr.manifest
-        if m["version"] == b.rt.version():
+        if m["version"] == b.rt["v"]:
             b.store.delete(c.store_name)
             return dep.finish(c.tid, True, "runtime %s already active" % m["version"])
-        new = "b" if b.rt.slot == "a" else "a"
+        new = "b" if b.rt["slot"] == "a" else "a"
         _unpack(b, c.store_name, m, hdr.offset, new, feed)
     except Exception as e:      # BundleError, PackageError, OSError (flash full), MemoryError
         log("refused runtime bundle:", e)
         b.counts["deploy_refused"] += 1
         b._status_due = True
         dep.finish(c.tid, False, str(e))
-        unload("node.board.rtupdate")
+        unload("node.board.rtupdate", "node.board.rtslot")
         return
     b.store.delete(c.store_name)
     # The switch: one atomic rename.  A reset from here on boots the new
     # slot on trial; before it, the old slot as if nothing happened.
-    S.write_json(S.MARK, {"slot": new, "prev": b.rt.slot, "v": m["version"],
-                          "pv": b.rt.version(), "state": "trial", "tries": 0})
+    S.write_json(S.MARK, {"slot": new, "prev": b.rt["slot"], "v": m["version"],
+                          "pv": b.rt["v"], "state": "trial", "tries": 0})
     gc.collect()
     log("runtime %s verified and unpacked into slot %s (%d bytes, heap peak %d); restarting"
         % (m["version"], new, m["size"], max(b.heap_peak, gc.mem_alloc())))
@@ -87,15 +87,15 @@ def _check(b, name, feed):
     if m["board"] != b.cfg.get("board"):
         raise R.BundleError("runtime %s is built for board %r; this board is %r"
                             % (v, m["board"], b.cfg.get("board")))
-    arch = b.rt.rt.get("arch")
+    arch = S.read_json(S.SLOTS[b.rt["slot"]] + "rt.json").get("arch")
     if arch and m["arch"] != arch:
         raise R.BundleError("runtime %s is built for arch %s; this board runs %s"
                             % (v, m["arch"], arch))
-    cur = b.rt.version()
+    cur = b.rt["v"]
     if cur != "?" and pk.parse_version(v) < pk.parse_version(cur):
         raise R.BundleError("runtime %s is older than the running %s; refusing a downgrade"
                             % (v, cur))
-    failed = b.rt.mark.get("failed") or {}
+    failed = b.rt.get("failed") or {}
     if failed.get("v") == v and v != cur:
         raise R.BundleError("runtime %s already failed on this board (%s); push a newer version"
                             % (v, failed.get("error")))

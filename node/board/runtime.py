@@ -13,19 +13,17 @@ import time
 
 # Only what an idle board needs is imported here; the event code (events.py,
 # envelope, bus, outbox), ports, proxy, engines, push code and Wi-Fi come
-# with their first use (the Board properties below; docs/BOARDS.md "Heap
-# budget").
-from node.core import cbor, fleet as F
-from node.core import mqtt
-from node.board.fsstore import FlashStore
-from node.board.mqtt_async import MQTTLink, LinkDown
-from node.board.rtslot import Slot
+# with their first use (Board.__getattr__ below; docs/BOARDS.md "Heap
+# budget").  What it always needs is loaded with it, but bound to a name
+# only where used: each module global is a slot in this module's dict for
+# as long as the board runs.
+import node.core.cbor
+import node.core.mqtt
+import node.board.fsstore
+import node.board.mqtt_async
+from node.core import fleet as F
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):  # type: ignore[misc]  # CPython only
-        return x
+from micropython import const    # the board runs this file on MicroPython only
 
 _STATUS_MS = const(60000)   # status refresh; also sent on every change
 # The hardware watchdog cannot be stopped once armed, and `aegis flash`
@@ -38,6 +36,16 @@ def log(*a):
     print("aegis:", *a)
 
 
+def read_json(path):
+    """The JSON object in file `path`, or {} (none there, or unreadable)."""
+    try:
+        with open(path) as f:
+            v = json.load(f)
+        return v if type(v) is dict else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def wall_ms():
     try:
         return time.time_ns() // 1000000
@@ -45,36 +53,33 @@ def wall_ms():
         return int(time.time() * 1000)
 
 
-def parse_url(url):
-    """(host, port, tls?) from mqtt://host[:1883] or mqtts://host[:8883]."""
-    tls = url.startswith("mqtts://")
-    if not tls and not url.startswith("mqtt://"):
-        raise ValueError("mqtt url %r must look like mqtt://host:port or mqtts://host:port" % url)
-    hp = url[8 if tls else 7:].split("/")[0]
-    if ":" in hp:
-        h, p = hp.rsplit(":", 1)
-        return h, int(p), tls
-    return hp, 8883 if tls else 1883, tls
-
-
 class Board:
     def __init__(self, cfg, slot="a"):
         self.cfg = cfg
-        # The runtime slot booted (firmware/main.py) and its version; an
+        # The runtime slot booted (firmware/rtboot.py): the status's
+        # `runtime` map {v, slot, failed: {v, error} (an update that fell
+        # back), trial (not confirmed yet: node/board/rtslot.py)}.  An
         # update asks for a restart at restart_at (node/board/rtupdate.py).
-        self.rt = Slot(slot, cfg.get("runtime_confirm_s", 120))
+        slot = "b" if slot == "b" else "a"
+        mark = read_json("rtboot.json")
+        self.rt = {"v": read_json(("rt_b/" if slot == "b" else "") + "rt.json").get("v", "?"),
+                   "slot": slot}
+        if mark.get("failed"):
+            self.rt["failed"] = mark["failed"]
+        if mark.get("state") == "trial" and mark.get("slot") == slot:
+            self.rt["trial"] = True
         self.restart_at = None
         self.restart_why = None
         self.stopping = False
         self.main = asyncio.current_task()  # built in amain(): its task ends on a restart
         self.id, self.fleet = cfg["node_id"], cfg["fleet"]
         self.chunk = int(cfg.get("chunk", 1024))
+        from node.board.fsstore import FlashStore
         self.store = FlashStore(cfg.get("store", "aegis"))
         self.keys = [bytes.fromhex(k) for k in cfg["trusted_keys"]]
-        # Loaded on first use (the properties below): a board without
-        # modules needs no bus, outbox, ports, proxy or push code in its heap.
-        self._bus = self._seq = self._outbox = self._dedup = None
-        self._ports = self._proxy = self._deploys = None
+        # Loaded on first use (__getattr__ below): a board without modules
+        # needs no bus, outbox, ports, proxy or push code in its heap.
+        self.parts = {}  # type: dict
         self._deploy_bad = 0    # bad deploy messages of unloaded Deploys
         self.native = None
         self.wdt = None         # machine.WDT on real boards, armed by the ticker
@@ -100,14 +105,23 @@ class Board:
                        "bad_envelopes": 0, "bad_messages": 0, "deploy_installed": 0,
                        "deploy_refused": 0}
         m = cfg.get("mqtt") or {}
-        host, port, tls = parse_url(m.get("url", "mqtt://127.0.0.1:1883"))
+        # mqtt://host[:1883] or mqtts://host[:8883]
+        url = m.get("url", "mqtt://127.0.0.1:1883")
+        tls = url.startswith("mqtts://")
+        if not tls and not url.startswith("mqtt://"):
+            raise ValueError("mqtt url %r must look like mqtt://host:port or mqtts://host:port" % url)
+        host = url[8 if tls else 7:].split("/")[0]
+        port = 8883 if tls else 1883
+        if ":" in host:
+            host, port = host.rsplit(":", 1)
         if tls and not m.get("ca"):
             raise ValueError("mqtts:// on a board needs [mqtt] ca (re-run aegis flash)")
         self.link_errors = {}   # LinkDown kind -> count; last reason in status
         self.link_error = None
         self._link_logged = None
+        from node.board.mqtt_async import MQTTLink
         self.link = MQTTLink(
-            host, port, "aegis-%s-%s" % (self.fleet, self.id),
+            host, int(port), "aegis-%s-%s" % (self.fleet, self.id),
             tls=(m["ca"], m.get("cert"), m.get("key")) if tls else None,
             subscriptions=[(t, 1) for t in self.t_deploy], clean_session=False, write_max=2048,
             keepalive=int(m.get("keepalive", 30)), username=m.get("username"),
@@ -115,6 +129,7 @@ class Board:
             max_packet=max(int(m.get("max_packet", 8192)), self.chunk + 1024),
             will=(self.t_status, self._status(False), 1, True),
             backoff_ms=(int(m.get("backoff_min_ms", 500)), int(m.get("backoff_max_ms", 30000))))
+        self.now = self.link.now    # the clock (monotonic ms) for the core and engines
         # The proxy's topics (node/board/proxy.py); a message on them loads it.
         self.t_proxy = "aegis/%s/node/%s/proxy/" % (self.fleet, self.id)
         self.link.subscribe([(self.t_proxy + "down", 1), (self.t_proxy + "pkg/reply", 1)])
@@ -123,83 +138,43 @@ class Board:
         self._restore()
 
     # ---- parts loaded on first use ------------------------------------
-    @property
-    def bus(self):
-        if self._bus is None:
-            from node.core.bus import Bus
-            self._bus = Bus()
-        return self._bus
-
-    @property
-    def seq(self):
-        if self._seq is None:
-            from node.core import envelope as E
-            self._seq = E.SeqCounter(self.store, "mesh/seq")
-        return self._seq
-
-    @property
-    def outbox(self):
-        if self._outbox is None:
-            from node.core.outbox import Outbox
-            c = self.cfg
-            self._outbox = Outbox(self.store, "outbox/", max_items=int(c.get("outbox_max", 200)),
-                                  max_bytes=int(c.get("outbox_bytes", 65536)),
-                                  seg_bytes=8192, max_record=8192)
-        return self._outbox
-
-    @property
-    def dedup(self):
-        if self._dedup is None:
-            from node.core import envelope as E
-            self._dedup = E.Dedup(window=256, max_sources=16)
-        return self._dedup
-
-    @property
-    def ports(self):
-        if self._ports is None:
-            from node.board.ports import Ports
-            self._ports = Ports(self.cfg.get("ports"), self)
-        return self._ports
-
-    @property
-    def proxy(self):
-        if self._proxy is None:
-            from node.board.proxy import ProxyEngine
-            self._proxy = ProxyEngine(self)
-        return self._proxy
-
-    @property
-    def deploys(self):
-        if self._deploys is None:
-            from node.board.deploy import Deploys
-            self._deploys = Deploys(self)
-        return self._deploys
-
-    def transfer(self):
-        """node.core.transfer for the engines, loaded on demand (deploy.py)."""
-        from node.board.deploy import transfer
-        return transfer()
-
-    def _unload_deploys(self):
-        # Once a push is over (its transfer code already unloaded after 30
-        # idle s, deploy.py) the push code itself goes too, until the next.
-        d = self._deploys
-        if d is not None and d.rx is None and not d.stmts and not self._pending and \
-                "node.core.transfer" not in sys.modules:
-            self._deploy_bad += d.bad
-            self._deploys = None
-            from node.board.deploy import unload
-            unload("node.board.deploy")
-
-    def handing_over(self):
-        return self._proxy is not None and self._proxy.busy()
-
-    # ---- clock --------------------------------------------------------
-    def now(self):
-        return self.link.now()
+    def __getattr__(self, k):
+        # b.bus, b.seq, b.outbox, b.dedup, b.ports, b.proxy, b.deploys: built
+        # on first use into b.parts[name]; b.parts.get(name) asks without
+        # loading.  One lookup hook rather than seven properties and their
+        # attributes: fewer objects and names in the heap.
+        if k not in ("bus", "seq", "outbox", "dedup", "ports", "proxy", "deploys"):
+            raise AttributeError(k)
+        v = self.parts.get(k)
+        if v is None:
+            if k == "bus":
+                from node.core.bus import Bus
+                v = Bus()
+            elif k == "seq" or k == "dedup":
+                from node.core import envelope as E
+                v = E.SeqCounter(self.store, "mesh/seq") if k == "seq" else \
+                    E.Dedup(window=256, max_sources=16)
+            elif k == "outbox":
+                from node.core.outbox import Outbox
+                c = self.cfg
+                v = Outbox(self.store, "outbox/", max_items=int(c.get("outbox_max", 200)),
+                           max_bytes=int(c.get("outbox_bytes", 65536)),
+                           seg_bytes=8192, max_record=8192)
+            elif k == "ports":
+                from node.board.ports import Ports
+                v = Ports(self.cfg.get("ports"), self)
+            elif k == "proxy":
+                from node.board.proxy import ProxyEngine
+                v = ProxyEngine(self)
+            else:
+                from node.board.deploy import Deploys
+                v = Deploys(self)
+            self.parts[k] = v
+        return v
 
     # ---- modules ------------------------------------------------------
     def _restore(self):
+        from node.core import cbor
         for name in self.store.list("mods/"):
             try:
                 rec = cbor.loads(self.store.read(name) or b"")
@@ -284,17 +259,17 @@ class Board:
         return events.emit(self, rec, topic, data)
 
     def _send_more(self):
-        if self.link.connected and self._outbox is not None:
-            from node.board import events
-            events.send_more(self)
-
-    def _puback(self, pid):
-        i = self.inflight.pop(pid, None)
-        if i is not None:
-            if self.outbox.ack(i):
-                self.counts["forwarded"] += 1
-            self._flush_due = True
-            self._send_more()
+        # What is due out: the retained status (on a change, on connect,
+        # every status_ms), then outbox events while the QoS 1 window has
+        # room (node/board/events.py).
+        if self.link.connected:
+            if self._status_due:
+                self._status_due = False
+                self._status_at = self.now()
+                self.link.publish(self.t_status, self._status(True), 1, True)
+            if "outbox" in self.parts:
+                from node.board import events
+                events.send_more(self)
 
     # ---- status -------------------------------------------------------
     def _status(self, online):
@@ -303,15 +278,15 @@ class Board:
         counts = {}
         if online:
             counts.update(self.counts)
-            if self._proxy is not None:
-                counts.update(self._proxy.stats())
-            ob = self._outbox.stats() if self._outbox is not None else {"len": 0, "dropped": 0}
+            p = self.parts     # only what is loaded
+            if "proxy" in p:
+                counts.update(p["proxy"].stats())
+            ob = p["outbox"].stats() if "outbox" in p else {"len": 0, "dropped": 0}
             counts["outbox_len"], counts["outbox_dropped"] = ob["len"], ob["dropped"]
-            counts["port_calls"] = self._ports.calls if self._ports is not None else 0
-            d = self._deploys
+            counts["port_calls"] = p["ports"].calls if "ports" in p else 0
             counts["deploy_bad_messages"] = self._deploy_bad + (
-                d.bad_count() if d is not None else 0)
-            counts["dedup_dups"] = self._dedup.dups if self._dedup is not None else 0
+                p["deploys"].bad_count() if "deploys" in p else 0)
+            counts["dedup_dups"] = p["dedup"].dups if "dedup" in p else 0
             if hasattr(gc, "mem_alloc"):
                 gc.collect()        # in use, not garbage waiting for a collection
                 counts["heap"], counts["heap_peak"] = gc.mem_alloc(), self.heap_peak
@@ -319,40 +294,16 @@ class Board:
                                wall_ms(), {"mode": "proxy" if self.native is None else "native",
                                            "board": self.cfg.get("board", "?"),
                                            "ports": sorted(self.cfg.get("ports") or {}),
-                                           "runtime": self.rt.status(),
+                                           "runtime": self.rt,
                                            # as a gateway's: why the link last went down
                                            "mqtt": {"errors": self.link_errors,
                                                     "last_error": self.link_error}})
-
-    def _publish_status(self):
-        if self.link.connected and self._status_due:
-            self._status_due = False
-            self._status_at = self.now()
-            self.link.publish(self.t_status, self._status(True), 1, True)
 
     # ---- MQTT ---------------------------------------------------------
     def bad(self, what, e):
         self.counts["bad_messages"] += 1
         if self.counts["bad_messages"] <= 10:
             log("bad %s dropped: %r" % (what, e))
-
-    def handle(self, msg):
-        topic = msg.topic
-        try:
-            if topic.startswith(self.ev_in):
-                from node.board import events
-                events.on_envelope(self, topic, msg.payload)
-            elif topic in self.t_deploy:
-                self.deploys.on_message(msg.payload)
-            elif topic.startswith(self.t_proxy):
-                self.proxy.on_message(topic, msg.payload)
-        except Exception as e:      # one bad message must never stop the node
-            self.bad(topic, e)
-            if hasattr(sys, "print_exception"):
-                sys.print_exception(e)
-        msg.payload = None
-        self.link.ack(msg)
-        self._probe()
 
     def _probe(self):
         if self.cfg.get("heap_probe"):
@@ -362,36 +313,60 @@ class Board:
                 self.heap_peak = a
 
     async def events(self):
+        from node.core.mqtt import Message, Published, Connected
+        from node.board.mqtt_async import LinkDown
         async for ev in self.link:
             t = type(ev)
-            if t is mqtt.Message:
-                self.handle(ev)
-            elif t is mqtt.Published:
-                self._puback(ev.packet_id)
-            elif t is mqtt.Connected:
+            if t is Message:
+                topic = ev.topic
+                try:
+                    if topic.startswith(self.ev_in):
+                        from node.board import events
+                        events.on_envelope(self, topic, ev.payload)
+                    elif topic in self.t_deploy:
+                        self.deploys.on_message(ev.payload)
+                    elif topic.startswith(self.t_proxy):
+                        self.proxy.on_message(topic, ev.payload)
+                except Exception as e:      # one bad message must never stop the node
+                    self.bad(topic, e)
+                    if hasattr(sys, "print_exception"):
+                        sys.print_exception(e)
+                ev.payload = None
+                self.link.ack(ev)
+                self._probe()
+            elif t is Published:       # an event out acked (events.send_more)
+                i = self.inflight.pop(ev.packet_id, None)
+                if i is not None:
+                    if self.outbox.ack(i):
+                        self.counts["forwarded"] += 1
+                    self._flush_due = True
+                    self._send_more()
+            elif t is Connected:
                 log("connected to broker (session %s)" % ("kept" if ev.session_present else "new"))
-                self.rt.confirm()           # online with this runtime: keep it
+                if self.rt.get("trial"):    # online with this runtime: keep it
+                    from node.board import rtslot
+                    rtslot.confirm(self.rt)
+                    del sys.modules["node.board.rtslot"], rtslot    # needed once:
+                    delattr(sys.modules["node.board"], "rtslot")    # unloaded again
                 self._status_due = True
-                self._publish_status()
-                if self._proxy is not None:
-                    self._proxy.on_connect()
-                self._send_more()
-                if self._deploys is not None:
-                    self._deploys.out()
+                self._send_more()           # the status first, then outbox events
+                p = self.parts.get("proxy")
+                if p is not None:
+                    p.on_connect()
+                p = self.parts.get("deploys")
+                if p is not None:
+                    p.out()
             elif t is LinkDown:
-                self._link_down(ev)
-
-    def _link_down(self, ev):
-        # One log line per new reason, then one a minute while it lasts: a
-        # broker refusing our TLS files must not flood the console.
-        k = ev.kind
-        self.link_errors[k] = self.link_errors.get(k, 0) + 1
-        self.link_error = ev.reason
-        now = self.now()
-        last = self._link_logged
-        if last is None or last[0] != ev.reason or now - last[1] >= 60000:
-            self._link_logged = (ev.reason, now)
-            log("link down (%s, %d times):" % (k, self.link_errors[k]), ev.reason)
+                # One log line per new reason, then one a minute while it
+                # lasts: a broker refusing our TLS files must not flood the console.
+                k = ev.kind
+                self.link_errors[k] = self.link_errors.get(k, 0) + 1
+                self.link_error = ev.reason
+                now = self.now()
+                last = self._link_logged
+                if last is None or last[0] != ev.reason or now - last[1] >= 60000:
+                    self._link_logged = (ev.reason, now)
+                    log("link down (%s, %d times):" % (k, self.link_errors[k]), ev.reason)
 
     async def ticker(self):
         t0 = self.now()
@@ -406,44 +381,57 @@ class Board:
                 import machine
                 self.wdt = machine.WDT(timeout=min(self.wdt_ms, 8000))
                 log("watchdog armed (%d ms)" % min(self.wdt_ms, 8000))
-            if self.rt.trial and now - t0 >= self.rt.deadline_ms:
-                self.restart("not online within %d s" % (self.rt.deadline_ms // 1000), True)
+            # A restart ends amain() with "restart": firmware/main.py resets
+            # the board, or re-imports from the slot the marker now names
+            # (Unix port).  A slot on trial not online in time is failed
+            # first (the next boot falls back); an update restarts once its
+            # answer was acked.
+            why = None
+            confirm_s = int(self.cfg.get("runtime_confirm_s", 120))
+            if self.stopping:
+                pass
+            elif self.rt.get("trial") and now - t0 >= confirm_s * 1000:
+                why = "not online within %d s" % confirm_s
+                from node.board import rtslot
+                rtslot.failed(self.rt["slot"], why)
             elif self.restart_at is not None and now >= self.restart_at and (
                     not self.link.client.inflight() or now - self.restart_at > 10000):
-                self.restart(self.restart_why)     # after the update's answer was acked
+                why = self.restart_why
+            if why is not None:
+                self.stopping = True
+                log("restarting:", why)
+                if self.main is not None:
+                    self.main.cancel()
             try:
                 sta = self.sta
                 if sta is not None and not sta.isconnected() and n % 10 == 0:
                     w = self.cfg.get("wifi") or {}
                     sta.connect(w.get("ssid"), w.get("password", ""))   # lost: rejoin
-                if self._proxy is not None:
-                    self._proxy.tick(now)
-                if self._deploys is not None:
-                    self._deploys.tick(now)
-                    self._unload_deploys()
+                p = self.parts.get("proxy")
+                if p is not None:
+                    p.tick(now)
+                d = self.parts.get("deploys")
+                if d is not None:
+                    d.tick(now)
+                    # Once a push is over (its transfer code already unloaded
+                    # after 30 idle s, deploy.py) the push code itself goes
+                    # too, until the next.
+                    if d.rx is None and not d.stmts and not self._pending and \
+                            "node.core.transfer" not in sys.modules:
+                        self._deploy_bad += d.bad
+                        del self.parts["deploys"]
+                        d = None
+                        from node.board.deploy import unload
+                        unload("node.board.deploy")
                 if self._flush_due:     # outbox state: at most once a second
                     self._flush_due = False
                     self.outbox.flush()
                 if self._status_at is None or now - self._status_at >= self.status_ms:
                     self._status_due = True
-                self._publish_status()
                 self._send_more()
             except Exception as e:
                 self.bad("tick", e)
             self._probe()
-
-
-    def restart(self, why, failed=False):
-        """End amain() with "restart": firmware/main.py resets the board,
-        or re-imports from the slot the marker now names (Unix port)."""
-        if self.stopping:
-            return
-        self.stopping = True
-        if failed:
-            self.rt.failed(why)
-        log("restarting:", why)
-        if self.main is not None:
-            self.main.cancel()
 
 
 async def amain(cfg, slot="a"):
@@ -457,7 +445,7 @@ async def amain(cfg, slot="a"):
     b.sta = sta
     gc.collect()
     log("node %s (%s) booted runtime %s from slot %s, heap %d bytes in use, %d modules"
-        % (b.id, cfg.get("board", "?"), b.rt.version(), b.rt.slot,
+        % (b.id, cfg.get("board", "?"), b.rt["v"], b.rt["slot"],
            gc.mem_alloc() if hasattr(gc, "mem_alloc") else -1, len(b.mods)))
     asyncio.create_task(b.link.run())
     asyncio.create_task(b.ticker())
@@ -471,13 +459,13 @@ async def amain(cfg, slot="a"):
         return "restart"
 
 
-def main(cfg_path="aegis.json", slot="a"):
+def main(path="aegis.json", slot="a"):
     """Runs until a restart is asked for ("restart", firmware/main.py)."""
-    with open(cfg_path) as f:
+    with open(path) as f:
         cfg = json.load(f)
     for k in ("node_id", "fleet", "trusted_keys"):
         if k not in cfg:
-            raise ValueError("%s: missing %r (re-run aegis flash)" % (cfg_path, k))
+            raise ValueError("%s: missing %r (re-run aegis flash)" % (path, k))
     while True:
         try:
             if hasattr(asyncio, "new_event_loop"):
@@ -491,6 +479,7 @@ def main(cfg_path="aegis.json", slot="a"):
             if hasattr(sys, "print_exception"):
                 sys.print_exception(e)
             # A runtime on trial that crashes goes back to the previous one.
-            if Slot(slot).failed("crashed: %r" % (e,)):
+            from node.board import rtslot
+            if rtslot.failed(slot, "crashed: %r" % (e,)):
                 return "restart"
             time.sleep(2)

@@ -11,14 +11,45 @@ import hashlib
 
 from node.core import cbor, rollback as RB
 from node.board import verify
-from node.board.deploy import log, record, remove, NONCES, load
+from node.board.deploy import log, record, load
 from node.board.runtime import wall_ms
 
-_NONCES_KEPT = 64           # flash is small; statements expire after 24 h anyway
+try:
+    from micropython import const
+except ImportError:
+    def const(x):  # type: ignore[misc]  # CPython only
+        return x
+
+_NONCES_KEPT = const(64)    # flash is small; statements expire after 24 h anyway
+_NONCES = "rb/nonces.cbor"  # statement nonces spent (loaded with this module only)
 
 
 def statement_id(data):
     return "".join("%02x" % x for x in hashlib.sha256(data).digest()[:16])
+
+
+def remove(b, name):
+    """Stop module `name` and delete it from flash (a signed removal; here,
+    not in deploy.py, so pushes never load it).  Deleting its record is
+    the commit point (one unlink, atomic on littlefs); packages left by a
+    reset right after are swept at boot (runtime._restore)."""
+    rec = b.mods.get(name)
+    if rec is None:
+        return
+    b.store.delete("mods/%s.cbor" % name)
+    del b.mods[name]
+    b.bus.unsubscribe(name)
+    still = [f for r in b.mods.values() for f in r["sub"]]
+    b.link.unsubscribe([b.ev_in + "+/" + f for f in rec["sub"] if f not in still])
+    if b.native is not None and hasattr(b.native, "stop"):
+        b.native.stop(name)
+    if b.parts.get("proxy") is not None:     # loaded (runtime.Board.__getattr__)
+        b.proxy.stop(name)
+    for p in (rec["pkg"], rec.get("prev")):
+        if p:
+            b.store.delete(p)
+    b.counts["deploy_removed"] = b.counts.get("deploy_removed", 0) + 1
+    b._status_due = True
 
 
 def apply(b, data):
@@ -32,7 +63,7 @@ def apply(b, data):
         keys = verify.verifiers(b.keys, feed)
         st = RB.open_statement(data, keys, b.id, wall_ms(), ("rollback", "remove"))
         op, name, frm = st["op"], st["module"], st["from"]
-        used = load(b.store, NONCES, [])
+        used = load(b.store, _NONCES, [])
         if st["nonce"] in used:
             raise RB.RollbackError("%s statement already used (replayed nonce)" % op)
         cur = b.mods.get(name)
@@ -50,7 +81,7 @@ def apply(b, data):
                 raise RB.RollbackError("%s holds %s@%s" % (pkg, hdr.name, hdr.version))
         # Spend the nonce before switching: a reset half-way must not leave
         # a statement that works twice.
-        b.store.write(NONCES, cbor.dumps((used + [st["nonce"]])[-_NONCES_KEPT:]))
+        b.store.write(_NONCES, cbor.dumps((used + [st["nonce"]])[-_NONCES_KEPT:]))
     except Exception as e:      # RollbackError, PackageError, MemoryError
         b.counts["deploy_refused"] += 1
         b._status_due = True

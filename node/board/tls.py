@@ -1,10 +1,24 @@
 # TLS for the board's MQTT link (node/board/mqtt_async.py), in a module of
 # its own so that a board on plain mqtt:// never loads it (docs/BOARDS.md
-# "Heap"): imported when the link first builds its context or explains a
-# failed handshake.
+# "Heap budget"): imported when the link first builds its context or explains a
+# failed handshake, and unloaded again right after (~0.8 KiB of a board's
+# heap; the names it interned stay).
+import sys
+
+
+def _unload():
+    # Out of sys.modules and the package: the running function keeps this
+    # module's globals until it returns, then nothing holds them.
+    sys.modules.pop(__name__, None)
+    parent = sys.modules.get("node.board")
+    if parent is not None and hasattr(parent, "tls"):
+        delattr(parent, "tls")
+
+
 def tls_context(ca, cert=None, key=None, read=None):
     """A client SSLContext from DER files (MicroPython 1.29 ssl API; works
     on CPython too for the CA).  ValueError naming the file that is bad."""
+    _unload()
     import ssl
     read = read or _read
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -41,6 +55,7 @@ def tls_reason(e):
     (measured: an untrusted broker certificate is a ValueError with the
     mbedTLS text; a broker refusing our certificate closes the socket
     mid-handshake, EPIPE/ECONNRESET)."""
+    _unload()
     if e is None or isinstance(e, OSError) and e.args and e.args[0] in (32, 104, 128):
         e = e or OSError(0)
         return ("TLS: the broker closed the handshake (errno %d): our client certificate "

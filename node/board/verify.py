@@ -8,28 +8,30 @@ import hashlib
 from node.core import package as pk
 from node.board import ed25519
 
-_PIECE = 2048
+try:
+    from micropython import const
+except ImportError:
+    def const(x):  # type: ignore[misc]  # CPython only
+        return x
+
+_PIECE = const(2048)
 
 
-def verifiers(raw_keys, feed=None):
+def verifiers(keys, feed=None):
     """{kid: verify(sig, msg)} for the raw 32-byte public keys; `feed` is
     the watchdog's feed (verification takes seconds on small cores)."""
-    out = {}
-    for raw in raw_keys:
-        out[pk.key_id(raw)] = (lambda r: lambda sig, msg: ed25519.verify(r, msg, sig, feed))(raw)
-    return out
+    return {pk.key_id(k): (lambda k: lambda sig, msg: ed25519.verify(k, msg, sig, feed))(k)
+            for k in keys}
 
 
 def check(store, name, keys):
     """Header of the package stored as `name`, or PackageError."""
     size = store.size(name)
     head = store.read_at(name, 0, 12)
-    if len(head) < 12 or head[:8] != pk.MAGIC:
-        raise pk.PackageError("not an aegis package (bad magic)")
-    n = int.from_bytes(head[8:12], "big")
-    if not 1 <= n <= pk.HEADER_MAX or 12 + n > size:
-        raise pk.PackageError("package header length %d out of range" % n)
-    hdr = pk.parse_header(head + store.read_at(name, 12, n))
+    # parse_header checks the magic and the header's length (read only
+    # when in bounds) and that it is all there.
+    n = int.from_bytes(head[8:12], "big") if len(head) == 12 else 0
+    hdr = pk.parse_header(head + store.read_at(name, 12, n if n <= pk.HEADER_MAX else 0))
     pk.verify_signature(hdr, keys)
     m = hdr.manifest
     if size - hdr.wasm_offset != m["size"]:

@@ -3,9 +3,13 @@
 # Matching is cached per topic: a node sees few distinct topics many times,
 # so the hot path is one dict lookup.  The cache is dropped on any
 # (un)subscribe and bounded so hostile topic floods cannot grow it.
+try:
+    from micropython import const
+except ImportError:  # CPython: const(n) is n, as int(n) is (no def: a def costs boards heap)
+    const = int
 
-MAX_TOPIC = 255
-_CACHE_MAX = 4096
+_MAX_TOPIC = const(255)     # bytes of UTF-8 (forwarding.py's topic limit counts on it)
+_CACHE_MAX = const(4096)
 
 
 class TopicError(ValueError):
@@ -17,8 +21,8 @@ def check_topic(topic):
     if type(topic) is not str:
         raise TopicError("topic must be text")
     n = len(topic.encode())
-    if n == 0 or n > MAX_TOPIC:
-        raise TopicError("topic must be 1..%d bytes, got %d" % (MAX_TOPIC, n))
+    if n == 0 or n > _MAX_TOPIC:
+        raise TopicError("topic must be 1..%d bytes, got %d" % (_MAX_TOPIC, n))
     if "+" in topic or "#" in topic or "\x00" in topic:
         raise TopicError("topic %r must not contain '+', '#' or NUL" % topic)
     for lvl in topic.split("/"):
@@ -26,32 +30,32 @@ def check_topic(topic):
             raise TopicError("topic %r has an empty level" % topic)
 
 
-def check_filter(flt):
-    """Raise TopicError unless `flt` is a valid subscription filter."""
-    if type(flt) is not str:
+def check_filter(filter):
+    """Raise TopicError unless `filter` is a valid subscription filter."""
+    if type(filter) is not str:
         raise TopicError("filter must be text")
-    n = len(flt.encode())
-    if n == 0 or n > MAX_TOPIC:
-        raise TopicError("filter must be 1..%d bytes" % MAX_TOPIC)
-    lv = flt.split("/")
+    n = len(filter.encode())
+    if n == 0 or n > _MAX_TOPIC:
+        raise TopicError("filter must be 1..%d bytes" % _MAX_TOPIC)
+    lv = filter.split("/")
     for i in range(len(lv)):
         s = lv[i]
         if s == "#":
             if i != len(lv) - 1:
-                raise TopicError("'#' must be the last level in %r" % flt)
+                raise TopicError("'#' must be the last level in %r" % filter)
         elif s == "+":
             pass
         elif "+" in s or "#" in s:
-            raise TopicError("wildcard must fill a whole level in %r" % flt)
+            raise TopicError("wildcard must fill a whole level in %r" % filter)
         elif not s:
-            raise TopicError("filter %r has an empty level" % flt)
+            raise TopicError("filter %r has an empty level" % filter)
 
 
-def matches(flt, topic):
-    fl = flt.split("/")
+def matches(filter, topic):
+    fl = filter.split("/")
     tl = topic.split("/")
     # Wildcards at the first level never match "$"-topics (MQTT rule).
-    if tl[0][:1] == "$" and fl[0] in ("+", "#"):
+    if tl[0][:1] == "$" and (fl[0] == "+" or fl[0] == "#"):
         return False
     i = 0
     for f in fl:
@@ -72,17 +76,14 @@ class Bus:
         self._subs = []  # [(filter, subscriber)], in subscription order
         self._cache = {}
 
-    def subscribe(self, flt, sub):
-        check_filter(flt)
-        self._subs.append((flt, sub))
+    def subscribe(self, filter, sub):
+        check_filter(filter)
+        self._subs.append((filter, sub))
         self._cache = {}
 
     def unsubscribe(self, sub):
         self._subs = [x for x in self._subs if x[1] is not sub]
         self._cache = {}
-
-    def subscribers(self):
-        return [s for _, s in self._subs]
 
     def match(self, topic):
         """Subscribers whose filters match `topic`, each once, in order."""
@@ -90,8 +91,8 @@ class Bus:
         if hit is not None:
             return hit
         out = []
-        for flt, sub in self._subs:
-            if sub not in out and matches(flt, topic):
+        for filter, sub in self._subs:
+            if sub not in out and matches(filter, topic):
                 out.append(sub)
         hit = tuple(out)
         if len(self._cache) >= _CACHE_MAX:

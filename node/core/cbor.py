@@ -1,250 +1,182 @@
 # CBOR (RFC 8949) for the core, safe on hostile input.
 #
-# On CPython the fast Rust `cbor2` does the work.  MicroPython has no CBOR in
-# any package registry we can ship from (micropython-lib's port is only on
-# its mip index), so a small pure codec below covers the subset the mesh
-# uses: ints, bytes, text, arrays, maps, bool, None and floats (decode).
-# `dumps(obj)` is deterministic (RFC 7049 canonical: shortest heads, map keys
-# sorted by encoded length then bytes), byte-identical to
-# `cbor2.dumps(obj, canonical=True)` for that subset; signatures rely on it.
-try:
-    import struct
-except ImportError:  # pragma: no cover
-    import ustruct as struct
+# MicroPython has no CBOR in any package registry we can ship from
+# (micropython-lib's port is only on its mip index), so this small pure codec
+# covers the subset the mesh uses: ints, bytes, text, arrays, maps, bool,
+# None and floats.  `dumps(obj)` is deterministic (RFC 7049 canonical:
+# shortest heads, map keys sorted by encoded length then bytes),
+# byte-identical to `cbor2.dumps(obj, canonical=True)` for that subset;
+# signatures rely on it.  On CPython cbor_fast.py swaps in the fast Rust
+# `cbor2` for loads/dumps (keeping these as pure_loads/pure_dumps), so none
+# of its code or names cost a board's heap.
+#
+# Board heap (docs/BOARDS.md "Heap budget"): every name here is a qstr the board
+# keeps for good and every long string or bytes constant a heap object, so
+# helpers are few and argument names are ones MicroPython already has.
+import struct
+import sys
 
-MAX_DEPTH = 32
-MAX_ITEMS = 1 << 16
+try:
+    from micropython import const
+except ImportError:  # CPython: const(n) is n, as int(n) is (no def: a def costs boards heap)
+    const = int
+
+_MAX_DEPTH = const(32)          # nesting of arrays and maps
+_MAX_ITEMS = const(65536)       # elements of one array or map
 
 
 class CBORError(ValueError):
     pass
 
 
-def _head(major, n):
-    m = major << 5
+def _head(t, n):
+    # Major type t with argument n in its shortest form: n itself below 24,
+    # else additional info 24 + k and n in the next 1 << k bytes.
+    t <<= 5
     if n < 24:
-        return bytes((m | n,))
-    if n < 0x100:
-        return bytes((m | 24, n))
-    if n < 0x10000:
-        return bytes((m | 25,)) + struct.pack(">H", n)
-    if n < 0x100000000:
-        return bytes((m | 26,)) + struct.pack(">I", n)
-    if n < 0x10000000000000000:
-        return bytes((m | 27,)) + struct.pack(">Q", n)
-    raise CBORError("integer too large for CBOR")
+        return bytes((t | n,))
+    k = 0
+    while n >> (8 << k):
+        k += 1
+        if k > 3:
+            raise CBORError("integer too large for CBOR")
+    return bytes((t | 24 + k,)) + n.to_bytes(1 << k, "big")
 
 
-def _enc(obj, out, depth):
-    if depth > MAX_DEPTH:
+def _enc(v, buf, n):
+    # Appends v's encoding to the list buf; n is the nesting depth.
+    if n > _MAX_DEPTH:
         raise CBORError("nesting too deep")
-    t = type(obj)
-    if obj is None:
-        out.append(b"\xf6")
-    elif obj is True:
-        out.append(b"\xf5")
-    elif obj is False:
-        out.append(b"\xf4")
+    t = type(v)
+    if v is None or t is bool:
+        buf.append(bytes((0xF6 if v is None else 0xF4 + v,)))     # null, false, true
     elif t is int:
-        out.append(_head(0, obj) if obj >= 0 else _head(1, -1 - obj))
+        buf.append(_head(0, v) if v >= 0 else _head(1, -1 - v))
     elif t is bytes or t is bytearray or t is memoryview:
-        out.append(_head(2, len(obj)))
-        out.append(bytes(obj))
+        buf.append(_head(2, len(v)))
+        buf.append(bytes(v))
     elif t is str:
-        b = obj.encode()
-        out.append(_head(3, len(b)))
-        out.append(b)
+        v = v.encode()
+        buf.append(_head(3, len(v)))
+        buf.append(v)
     elif t is list or t is tuple:
-        out.append(_head(4, len(obj)))
-        for x in obj:
-            _enc(x, out, depth + 1)
+        buf.append(_head(4, len(v)))
+        for x in v:
+            _enc(x, buf, n + 1)
     elif t is dict:
         items = []
-        for k, v in obj.items():
+        for k, x in v.items():
             kb = []
-            _enc(k, kb, depth + 1)
-            items.append((b"".join(kb), v))
-        items.sort(key=lambda kv: (len(kv[0]), kv[0]))
-        out.append(_head(5, len(items)))
-        for kb, v in items:
-            out.append(kb)
-            _enc(v, out, depth + 1)
+            _enc(k, kb, n + 1)
+            kb = b"".join(kb)
+            items.append((len(kb), kb, x))
+        # Canonical order: encoded length, then bytes.  Distinct keys encode
+        # distinctly, so the values are never compared.
+        items.sort()
+        buf.append(_head(5, len(items)))
+        for _, kb, x in items:
+            buf.append(kb)
+            _enc(x, buf, n + 1)
     elif t is float:
-        out.append(b"\xfb" + struct.pack(">d", obj))
+        buf.append(bytes((0xFB,)) + struct.pack(">d", v))
     else:
         raise CBORError("cannot encode %s" % t.__name__)
 
 
-def pure_dumps(obj):
-    out = []
-    _enc(obj, out, 0)
-    return b"".join(out)
+def dumps(v):
+    buf = []
+    _enc(v, buf, 0)
+    return b"".join(buf)
 
 
-def _uint(b, i, ai):
-    if ai < 24:
-        return ai, i
-    if ai == 24:
-        n = 1
-    elif ai == 25:
-        n = 2
-    elif ai == 26:
-        n = 4
-    elif ai == 27:
-        n = 8
-    else:
-        raise CBORError("indefinite or reserved length not supported")
-    if i + n > len(b):
-        raise CBORError("truncated")
-    v = 0
-    for j in range(i, i + n):
-        v = (v << 8) | b[j]
-    return v, i + n
-
-
-def _half(h):
-    e = (h >> 10) & 0x1F
-    f = h & 0x3FF
-    if e == 0:
-        v = f * 2.0 ** -24
-    elif e == 31:
-        v = float("inf") if f == 0 else float("nan")
-    else:
-        v = (f + 1024) * 2.0 ** (e - 25)
-    return -v if h & 0x8000 else v
-
-
-def _dec(b, i, depth):
-    if depth > MAX_DEPTH:
+def _dec(data, pos, n):
+    # (item at data[pos], position after it); n is the nesting depth.
+    if n > _MAX_DEPTH:
         raise CBORError("nesting too deep")
-    if i >= len(b):
+    if pos >= len(data):
         raise CBORError("truncated")
-    ib = b[i]
-    major = ib >> 5
-    ai = ib & 31
-    i += 1
-    if major == 7:
-        if ai == 20:
-            return False, i
-        if ai == 21:
-            return True, i
-        if ai == 22:
-            return None, i
-        if ai in (25, 26, 27):
-            n = (2, 4, 8)[ai - 25]
-            if i + n > len(b):
-                raise CBORError("truncated")
-            raw = bytes(b[i:i + n])
-            if ai == 25:
-                v = _half(struct.unpack(">H", raw)[0])
-            else:
-                v = struct.unpack(">f" if ai == 26 else ">d", raw)[0]
-            return v, i + n
-        raise CBORError("unsupported simple value %d" % ai)
-    n, i = _uint(b, i, ai)
-    if major == 0:
-        return n, i
-    if major == 1:
-        return -1 - n, i
-    if major == 2 or major == 3:
-        if i + n > len(b):
+    t = data[pos] >> 5
+    v = data[pos] & 31          # additional info
+    pos += 1
+    if v > 27:
+        raise CBORError("indefinite or reserved length not supported")
+    if v < 24:
+        raw = v
+    else:                       # argument in the next 1, 2, 4 or 8 bytes
+        k = 1 << (v - 24)
+        if pos + k > len(data):
             raise CBORError("truncated")
-        v = bytes(b[i:i + n])
-        if major == 3:
+        raw = int.from_bytes(data[pos:pos + k], "big")
+        pos += k
+    if t == 7:
+        if v == 27 or v == 26:
+            return struct.unpack(">d" if v == 27 else ">f", data[pos - k:pos])[0], pos
+        if v == 25:             # half float: sign, 5-bit exponent, 10-bit fraction
+            k = (raw >> 10) & 31
+            v = raw & 1023
+            if k == 31:
+                v = float("nan") if v else float("inf")
+            elif k:
+                v = (v + 1024) * 2.0 ** (k - 25)
+            else:
+                v = v * 2.0 ** -24
+            return -v if raw & 0x8000 else v, pos
+        if 20 <= v <= 22:       # false, true, null
+            return None if v == 22 else v == 21, pos
+        raise CBORError("unsupported simple value %d" % raw)
+    if t == 0:
+        return raw, pos
+    if t == 1:
+        return -1 - raw, pos
+    if t < 4:                   # 2 bytes, 3 text
+        k = pos + raw
+        if k > len(data):
+            raise CBORError("truncated")
+        v = bytes(data[pos:k])
+        if t == 3:
             try:
                 v = v.decode()
             except Exception:
                 raise CBORError("invalid UTF-8 in text string")
-        return v, i + n
-    if n > MAX_ITEMS or n > len(b) - i:
+        return v, k
+    if t == 6:
+        raise CBORError("tags are not accepted")
+    if raw > _MAX_ITEMS or raw > len(data) - pos:
         raise CBORError("container larger than its data")
-    if major == 4:
-        out = []
-        for _ in range(n):
-            v, i = _dec(b, i, depth + 1)
-            out.append(v)
-        return out, i
-    if major == 5:
-        out = {}
-        for _ in range(n):
-            k, i = _dec(b, i, depth + 1)
-            if type(k) not in (str, int, bytes):
-                raise CBORError("map key must be text, int or bytes")
-            v, i = _dec(b, i, depth + 1)
-            if k in out:
-                raise CBORError("duplicate map key")
-            out[k] = v
-        return out, i
-    raise CBORError("tags are not accepted")
+    if t == 4:
+        v = []
+        for _ in range(raw):
+            x, pos = _dec(data, pos, n + 1)
+            v.append(x)
+        return v, pos
+    v = {}
+    for _ in range(raw):
+        k, pos = _dec(data, pos, n + 1)
+        t = type(k)
+        if t is not str and t is not int and t is not bytes:
+            raise CBORError("map key must be text, int or bytes")
+        x, pos = _dec(data, pos, n + 1)
+        if k in v:
+            raise CBORError("duplicate map key")
+        v[k] = x
+    return v, pos
 
 
-def pure_loads(b):
+def loads(data):
     try:
-        v, i = _dec(b, 0, 0)
+        v, pos = _dec(data, 0, 0)
     except CBORError:
         raise
     except Exception as e:  # any slip in a hostile buffer is a decode error
         raise CBORError("malformed CBOR: %r" % e)
-    if i != len(b):
+    if pos != len(data):
         raise CBORError("trailing bytes after CBOR item")
     return v
 
 
-try:
-    import cbor2 as _cbor2
-    import os as _os  # CPython only: urandom for the nonce below
-
-    _PLAIN = (int, str, bytes, bool, float, type(None))
-    _KEYS = (str, int, bytes)
-    # cbor2.loads ignores bytes after the first item, and its streaming
-    # decoder (which can tell) is ~2x slower.  So the input is decoded as the
-    # array [input, nonce]: anything trailing the item takes the nonce's
-    # place, and a random per-process nonce cannot be forged by a sender.
-    _NONCE = _os.urandom(16)
-    _TAIL = b"\x50" + _NONCE
-
-    _PLAINS = frozenset(_PLAIN)
-    _KEYSET = frozenset(_KEYS)
-
-    def _check(obj, depth):
-        # cbor2 turns tags into datetimes, sets, etc.; the mesh takes none.
-        t = type(obj)
-        if t is dict:
-            for k in obj:
-                if type(k) not in _KEYSET:
-                    raise CBORError("map key must be text, int or bytes")
-            items = obj.values()
-        elif t is list:
-            items = obj
-        elif t in _PLAINS:
-            return
-        else:
-            raise CBORError("tags are not accepted (%s)" % t.__name__)
-        for v in items:
-            if type(v) not in _PLAINS:
-                _check(v, depth + 1)
-
-    def loads(b):
-        try:
-            v = _cbor2.loads(b"\x82" + b + _TAIL, max_depth=MAX_DEPTH + 2,
-                             allow_duplicate_keys=False, allow_indefinite=False)
-        except Exception as e:
-            raise CBORError("malformed CBOR: %s" % e)
-        if type(v) is not list or len(v) != 2 or v[1] != _NONCE:
-            raise CBORError("trailing bytes after CBOR item" if b else "empty CBOR input")
-        v = v[0]
-        if type(v) not in _PLAINS:
-            _check(v, 0)
-        return v
-
-    def dumps(obj):
-        try:
-            return _cbor2.dumps(obj, canonical=True)
-        except Exception as e:
-            raise CBORError("cannot encode: %s" % e)
-
-    HAVE_CBOR2 = True
-except ImportError:
-    loads = pure_loads
-    dumps = pure_dumps
-    HAVE_CBOR2 = False
+if sys.implementation.name != "micropython":
+    # CPython: cbor_fast.py replaces loads/dumps with cbor2 (when installed).
+    try:
+        from node.core import cbor_fast  # noqa: F401
+    except ImportError:     # no cbor2: the pure codec serves
+        pass

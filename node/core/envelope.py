@@ -8,19 +8,23 @@
 #
 # Also here: per-source duplicate suppression (`Dedup`) and the persisted
 # per-source sequence counter (`SeqCounter`) that makes suppression work.
+# What only a gateway's forwarders need (the outgoing MQTT topic, Dedup
+# state saved across restarts) is in forwarding.py: a board does not load it.
 from node.core import bus, cbor
-# Node ids live in ids.py (a board names its topics without this module).
-from node.core.ids import MAX_ID, _ID_CHARS, EnvelopeError, _check_chars, check_node_id  # noqa: F401
+# Node ids live in fleet.py (a board names its topics without this module).
+from node.core.fleet import EnvelopeError, _check_chars, check_node_id  # noqa: F401
+
+try:
+    from micropython import const
+except ImportError:  # CPython: const(n) is n, as int(n) is (no def: a def costs boards heap)
+    const = int
 
 MAX_DATA = 65536
-MAX_TOPIC = 255
-MAX_MOD = 129          # "name@version", each part at most 64
 MAX_INT = (1 << 63) - 1
+_MAX_MOD = const(129)   # "name@version", each part at most 64
 # CBOR overhead of a maximal envelope is well under this; checking the raw
 # length first means a hostile 100 MB payload is refused before decoding.
-_SLACK = 1024
-
-_VER_CHARS = _ID_CHARS + "+"
+_SLACK = const(1024)
 
 
 def check_topic(topic):
@@ -37,18 +41,12 @@ def check_mod(mod):
     if type(mod) is not str:
         raise EnvelopeError("mod must be text, got %s" % type(mod).__name__)
     at = mod.find("@")
-    if at < 0 or len(mod) > MAX_MOD:
+    if at < 0 or len(mod) > _MAX_MOD:
         raise EnvelopeError("mod %r must look like name@version" % mod)
-    _check_chars("module name", mod[:at], _ID_CHARS, MAX_ID)
-    _check_chars("module version", mod[at + 1:], _VER_CHARS, MAX_ID)
-
-
-def _check_int(what, v):
-    # bool is an int subclass on CPython; a true/false here is a bug upstream.
-    if type(v) is not int:
-        raise EnvelopeError("%s must be an integer, got %s" % (what, type(v).__name__))
-    if not 0 <= v <= MAX_INT:
-        raise EnvelopeError("%s must be in 0..2**63-1, got %d" % (what, v))
+    check_node_id(mod[:at], "module name")     # (so never "." or "..")
+    # A node id's characters and "+" (semver build metadata).
+    _check_chars("module version", mod[at + 1:],
+                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-+", 64)
 
 
 class Envelope:
@@ -60,45 +58,51 @@ class Envelope:
         self.data = data
         self.mod = mod
 
-    def __eq__(self, o):
-        return (isinstance(o, Envelope) and self.src == o.src and self.seq == o.seq
-                and self.ts == o.ts and self.topic == o.topic
-                and self.data == o.data and self.mod == o.mod)
+    def __eq__(self, e):
+        return (isinstance(e, Envelope) and self.src == e.src and self.seq == e.seq
+                and self.ts == e.ts and self.topic == e.topic
+                and self.data == e.data and self.mod == e.mod)
 
     def __repr__(self):
         return "Envelope(%s#%d %s %d bytes from %s)" % (
             self.src, self.seq, self.topic, len(self.data), self.mod)
 
 
-def _validate(src, seq, ts, topic, data, mod, max_data):
+def _validate(src, seq, ts, topic, data, mod, max):
     check_node_id(src, "src")
-    _check_int("seq", seq)
-    _check_int("ts", ts)
+    # bool is an int subclass on CPython; a true/false here is a bug upstream.
+    if type(seq) is not int or type(ts) is not int:
+        what, v = ("seq", seq) if type(seq) is not int else ("ts", ts)
+        raise EnvelopeError("%s must be an integer, got %s" % (what, type(v).__name__))
+    if not (0 <= seq <= MAX_INT and 0 <= ts <= MAX_INT):
+        what, v = ("seq", seq) if not 0 <= seq <= MAX_INT else ("ts", ts)
+        raise EnvelopeError("%s must be in 0..2**63-1, got %d" % (what, v))
     check_topic(topic)
     if type(data) is not bytes:
         raise EnvelopeError("data must be a byte string, got %s" % type(data).__name__)
-    if len(data) > max_data:
-        raise EnvelopeError("data is %d bytes, limit is %d" % (len(data), max_data))
+    if len(data) > max:
+        raise EnvelopeError("data is %d bytes, limit is %d" % (len(data), max))
     check_mod(mod)
 
 
-def encode(src, seq, ts, topic, data, mod, max_data=MAX_DATA):
+def encode(src, seq, ts, topic, data, mod, max=MAX_DATA):
     """Canonical CBOR bytes for one envelope (validated: we never emit what
-    we would refuse to decode)."""
+    we would refuse to decode); `data` may be at most `max` bytes."""
     if type(data) is bytearray or type(data) is memoryview:
         data = bytes(data)
-    _validate(src, seq, ts, topic, data, mod, max_data)
+    _validate(src, seq, ts, topic, data, mod, max)
     return cbor.dumps({"src": src, "seq": seq, "ts": ts, "topic": topic,
                        "data": data, "mod": mod})
 
 
-def decode(b, max_data=MAX_DATA):
-    """Envelope from CBOR bytes, or EnvelopeError saying what is wrong."""
+def decode(b, max=MAX_DATA):
+    """Envelope from CBOR bytes, or EnvelopeError saying what is wrong;
+    its `data` may be at most `max` bytes."""
     if type(b) is not bytes:
         b = bytes(b)
-    if len(b) > max_data + _SLACK:
+    if len(b) > max + _SLACK:
         raise EnvelopeError("envelope is %d bytes, limit is %d"
-                            % (len(b), max_data + _SLACK))
+                            % (len(b), max + _SLACK))
     try:
         m = cbor.loads(b)
     except cbor.CBORError as e:
@@ -109,50 +113,32 @@ def decode(b, max_data=MAX_DATA):
         if k not in m:
             raise EnvelopeError("envelope has no %r key" % k)
     e = Envelope(m["src"], m["seq"], m["ts"], m["topic"], m["data"], m["mod"])
-    _validate(e.src, e.seq, e.ts, e.topic, e.data, e.mod, max_data)
+    _validate(e.src, e.seq, e.ts, e.topic, e.data, e.mod, max)
     return e
 
 
 # `mod` of events that are not a module's own (gateway, CLI, mesh): never
-# forwarded as this node's events.
+# forwarded as this node's events (forwarding.py, node/board/events.py).
 NOT_MODULES = ("", "cli", "mesh")
 
 
-def is_own_module_event(ev, node_id):
-    """True for an event one of node_id's modules emitted, which the MQTT
-    forwarder and the QUIC mesh send out (not system `$` topics)."""
-    return ev.src == node_id and ev.mod not in NOT_MODULES and not ev.topic.startswith("$")
+# --- MQTT topic tree (building one is forwarding.ev_topic) -----------------
 
-
-# --- MQTT topic tree -------------------------------------------------------
-
-def ev_topic(fleet, node_id, topic):
-    """"aegis/<fleet>/ev/<node_id>/<topic>" for an event `topic` of `node_id`."""
-    check_node_id(fleet, "fleet")
-    check_node_id(node_id)
-    check_topic(topic)
-    t = "aegis/%s/ev/%s/%s" % (fleet, node_id, topic)
-    # The MQTT limit is 64 KiB; ours keeps topics small for boards.
-    if len(t.encode()) > MAX_TOPIC + 2 * MAX_ID + 16:
-        raise EnvelopeError("MQTT topic too long")
-    return t
-
-
-def parse_ev_topic(fleet, mqtt_topic):
-    """(node_id, topic) from an MQTT topic under aegis/<fleet>/ev/, else
+def parse_ev_topic(fleet, name):
+    """(node_id, topic) from `name`, an MQTT topic under aegis/<fleet>/ev/, else
     EnvelopeError.  Used to check an envelope's `src` and `topic` agree with
     where it was published, so one node cannot speak for another's tree."""
     check_node_id(fleet, "fleet")
-    if type(mqtt_topic) is not str:
+    if type(name) is not str:
         raise EnvelopeError("MQTT topic must be text")
     pre = "aegis/%s/ev/" % fleet
-    if not mqtt_topic.startswith(pre):
-        raise EnvelopeError("MQTT topic %r is not under %s" % (mqtt_topic, pre))
-    rest = mqtt_topic[len(pre):]
+    if not name.startswith(pre):
+        raise EnvelopeError("MQTT topic %r is not under %s" % (name, pre))
+    rest = name[len(pre):]
     slash = rest.find("/")
     if slash < 0:
         raise EnvelopeError("MQTT topic %r has no event topic after the node id"
-                            % mqtt_topic)
+                            % name)
     node_id, topic = rest[:slash], rest[slash + 1:]
     check_node_id(node_id)
     check_topic(topic)
@@ -197,7 +183,14 @@ class Dedup:
         st = self._src.get(src)
         if st is None:
             if len(self._src) >= self.max_sources:
-                self._evict()
+                # Forget the least recently seen source: O(sources), only
+                # when a new one arrives while full; fine at 256.
+                old, oldt = None, None
+                for k, st in self._src.items():
+                    if oldt is None or st[2] < oldt:
+                        old, oldt = k, st[2]
+                del self._src[old]
+                self.evicted += 1
             bits = bytearray(w // 8)
             st = self._src[src] = [seq, bits, 0]
             p = seq % w
@@ -228,41 +221,6 @@ class Dedup:
             return True
         bits[p >> 3] |= m
         return False
-
-    def dumps(self):
-        """The windows as CBOR ({src: [top, bitmap]}), for save() to persist."""
-        return cbor.dumps({k: [st[0], bytes(st[1])] for k, st in self._src.items()})
-
-    def loads(self, raw):
-        """Restore windows saved by dumps().  Entries that do not fit this
-        window size are skipped (that source starts fresh); returns how
-        many sources were restored.  Raises EnvelopeError when unreadable."""
-        try:
-            d = cbor.loads(raw)
-        except cbor.CBORError as e:
-            raise EnvelopeError("dedup state unreadable: %s" % e)
-        if type(d) is not dict:
-            raise EnvelopeError("dedup state is not a map")
-        n = 0
-        for k, v in d.items():
-            if n >= self.max_sources:
-                break
-            if (type(k) is not str or type(v) is not list or len(v) != 2
-                    or type(v[0]) is not int or v[0] < 0 or type(v[1]) is not bytes
-                    or len(v[1]) != self.window // 8):
-                continue
-            self._src[k] = [v[0], bytearray(v[1]), 0]
-            n += 1
-        return n
-
-    def _evict(self):
-        # O(sources) only when a new source arrives while full; fine at 256.
-        old, oldt = None, None
-        for k, st in self._src.items():
-            if oldt is None or st[2] < oldt:
-                old, oldt = k, st[2]
-        del self._src[old]
-        self.evicted += 1
 
 
 # --- persisted sequence counter ---------------------------------------------
@@ -301,9 +259,6 @@ class SeqCounter:
         self._next = nxt
         self._limit = nxt      # nothing reserved yet in this run
         self.writes = 0
-
-    def peek(self):
-        return self._next
 
     def take(self):
         if self._next >= self._limit:

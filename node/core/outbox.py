@@ -15,31 +15,32 @@
 # crash loses at most what was pushed since the last flush and re-delivers
 # what was acked since it -- at-least-once, which the receivers' Dedup
 # absorbs.
+#
+# A segment in RAM is a list [name, base, offs, lens, size] indexed by the
+# constants below (a list, not a class: on a board a class and its methods
+# cost heap and qstrs for good, docs/BOARDS.md "Heap budget"): base is the id of
+# its first record, offs/lens the payload offset and length of each record
+# (array "I"), size the bytes of valid frames; base + len(offs) is the id
+# after its last record.
 import binascii
 from array import array
 from node.core import cbor
 
-_HDR = 8
+try:
+    from micropython import const
+except ImportError:  # CPython: const(n) is n, as int(n) is (no def: a def costs boards heap)
+    const = int
+
+_HDR = const(8)
+_NAME = const(0)
+_BASE = const(1)
+_OFFS = const(2)
+_LENS = const(3)
+_SIZE = const(4)
 
 
 class OutboxError(ValueError):
     pass
-
-
-def _crc(lenb, payload):
-    return binascii.crc32(payload, binascii.crc32(lenb)) & 0xFFFFFFFF
-
-
-class _Seg:
-    def __init__(self, name, base):
-        self.name = name
-        self.base = base           # id of its first record
-        self.offs = array("I")     # payload offset of each record
-        self.lens = array("I")     # payload length of each record
-        self.size = 0              # bytes of valid frames
-
-    def end(self):
-        return self.base + len(self.offs)
 
 
 class Outbox:
@@ -65,33 +66,64 @@ class Outbox:
         self._done = set()  # ids >= _head acked/dropped out of order
         self._live = 0
         self._bytes = 0
-        self._load()
-
-    # -- restart ------------------------------------------------------------
-
-    def _load(self):
-        pre = self.prefix + "seg-"
-        nxt = 0
-        for name in self.store.list(pre):
+        # -- restart: the records and ack state a previous run left --------
+        # Segments: walk each one's frames until the first that is short or
+        # fails its crc: that is the torn tail of a crash (or rot); nothing
+        # after it is trusted.
+        st, pre, nxt = self.store, self.prefix + "seg-", 0
+        for name in st.list(pre):
             try:
                 base = int(name[len(pre):])
             except ValueError:
                 continue        # not ours; leave it alone
-            seg = _Seg(name, base)
-            self._scan(seg)
+            seg = [name, base, array("I"), array("I"), 0]
+            off = 0
+            while True:
+                h = st.read_at(name, off, _HDR)
+                if len(h) < _HDR:
+                    if h:
+                        self.corrupt += 1
+                    break
+                n = int.from_bytes(h[:4], "big")
+                if n == 0 or n > self.max_record:
+                    self.corrupt += 1
+                    break
+                p = st.read_at(name, off + _HDR, n)
+                if len(p) < n or (binascii.crc32(p, binascii.crc32(h[:4])) & 0xFFFFFFFF
+                                  != int.from_bytes(h[4:], "big")):
+                    self.corrupt += 1
+                    break
+                seg[_OFFS].append(off + _HDR)
+                seg[_LENS].append(n)
+                off += _HDR + n
+            seg[_SIZE] = off
             self._segs.append(seg)
-            nxt = max(nxt, seg.end())
+            nxt = max(nxt, seg[_BASE] + len(seg[_OFFS]))
         last = nxt          # ids beyond this have no record on the store
+        # Ack state {head, next, dropped, acked: [[start, end), ...]} as
+        # flush_plan wrote it.  Unreadable: redeliver everything (duplicates
+        # are safe, losing records is not).
         head, ranges = 0, []
-        raw = self.store.read(self.prefix + "state")
+        raw = st.read(self.prefix + "state")
         if raw is not None:
             try:
-                head, ranges, dropped, snext = _parse_state(cbor.loads(raw))
-                self.dropped = dropped
-                nxt = max(nxt, snext)
-            except ValueError:
-                # Unreadable ack state: redeliver everything (duplicates are
-                # safe, losing records is not).
+                state = cbor.loads(raw)
+                if type(state) is not dict or type(state.get("acked")) is not list:
+                    raise ValueError
+                nums = [state.get("head"), state.get("dropped", 0), state.get("next")]
+                for r in state["acked"]:
+                    if type(r) is not list or len(r) != 2:
+                        raise ValueError
+                    nums += r
+                for v in nums:
+                    if type(v) is not int or v < 0:
+                        raise ValueError
+                for r in state["acked"]:
+                    if r[0] >= r[1]:
+                        raise ValueError
+                head, ranges, self.dropped = nums[0], state["acked"], nums[1]
+                nxt = max(nxt, nums[2])
+            except ValueError:      # (cbor.CBORError is one)
                 head, ranges = 0, []
         self._next = nxt
         self._head = head
@@ -99,35 +131,13 @@ class Outbox:
             for i in range(max(s, head), min(e, last)):
                 self._done.add(i)
         for seg in self._segs:
-            for k in range(len(seg.offs)):
-                i = seg.base + k
+            lens = seg[_LENS]
+            for k in range(len(lens)):
+                i = seg[_BASE] + k
                 if i >= head and i not in self._done:
                     self._live += 1
-                    self._bytes += seg.lens[k]
+                    self._bytes += lens[k]
         self._advance()
-
-    def _scan(self, seg):
-        # Walk frames until the first that is short or fails its crc: that is
-        # the torn tail of a crash (or rot); nothing after it is trusted.
-        st, name, off = self.store, seg.name, 0
-        while True:
-            h = st.read_at(name, off, _HDR)
-            if len(h) < _HDR:
-                if h:
-                    self.corrupt += 1
-                break
-            n = int.from_bytes(h[:4], "big")
-            if n == 0 or n > self.max_record:
-                self.corrupt += 1
-                break
-            p = st.read_at(name, off + _HDR, n)
-            if len(p) < n or _crc(h[:4], p) != int.from_bytes(h[4:], "big"):
-                self.corrupt += 1
-                break
-            seg.offs.append(off + _HDR)
-            seg.lens.append(n)
-            off += _HDR + n
-        seg.size = off
 
     # -- queue --------------------------------------------------------------
 
@@ -139,65 +149,64 @@ class Outbox:
         (counted in `dropped`) when the queue is over its limits."""
         return self.push_many((rec,))
 
-    def push_many(self, recs):
+    def push_many(self, items):
         """Append records in order with one store append per segment (a
         driver pushes what one batch of events produced); returns the id of
         the first (ids are consecutive).  Drops the oldest records (counted
         in `dropped`) when the queue is over its limits.  All records are
         checked before any is written."""
-        for rec in recs:
+        for rec in items:
             n = len(rec)
             if n == 0 or n > self.max_record or n > self.max_bytes:
                 raise OutboxError("record is %d bytes; allowed 1..%d"
                                   % (n, min(self.max_record, self.max_bytes)))
         first = self._next
         buf = []
-        for rec in recs:
+        for rec in items:
             n = len(rec)
             # The item limit counts ids from the oldest unacked one, not just
             # live records: one record that is never acked (say the broker
             # refuses it) must not pin an ever-growing log behind it.
             while self._live and (self._next - self._head >= self.max_items
                                   or self._bytes + n > self.max_bytes):
-                self._mark(self._head)      # head is always live when _live > 0
+                # The head is always live when _live > 0.
+                self._mark(self._head, self._find(self._head))
                 self.dropped += 1
-            if self._cur is None or self._cur.size >= self.seg_bytes:
+            if self._cur is None or self._cur[_SIZE] >= self.seg_bytes:
                 if buf:
-                    self.store.append(self._cur.name, b"".join(buf))
-                    self._dirty_seg = True      # so _roll syncs it
+                    self.store.append(self._cur[_NAME], b"".join(buf))
                     buf = []
-                self._roll()
+                    self._dirty_seg = True
+                if self._dirty_seg:
+                    # A full segment is never appended again: make it durable
+                    # now so flush() only ever has the one open segment to sync.
+                    self.store.sync(self._cur[_NAME])
+                    self._dirty_seg = False
+                # Always a fresh segment per run: appending after a torn tail
+                # would hide the new records behind the bad frame.
+                self._cur = ["%sseg-%016d" % (self.prefix, self._next), self._next,
+                             array("I"), array("I"), 0]
+                self._segs.append(self._cur)
             lenb = n.to_bytes(4, "big")
             seg = self._cur
-            buf.append(lenb + _crc(lenb, rec).to_bytes(4, "big") + bytes(rec))
-            seg.offs.append(seg.size + _HDR)
-            seg.lens.append(n)
-            seg.size += _HDR + n
+            crc = binascii.crc32(rec, binascii.crc32(lenb)) & 0xFFFFFFFF
+            buf.append(lenb + crc.to_bytes(4, "big") + bytes(rec))
+            seg[_OFFS].append(seg[_SIZE] + _HDR)
+            seg[_LENS].append(n)
+            seg[_SIZE] += _HDR + n
             self._next += 1
             self._live += 1
             self._bytes += n
             self.pushed += 1
         if buf:
-            self.store.append(self._cur.name, b"".join(buf))
+            self.store.append(self._cur[_NAME], b"".join(buf))
             self._dirty_seg = True
         self._advance()
         return first
 
-    def _roll(self):
-        if self._cur is not None and self._dirty_seg:
-            # A full segment is never appended again: make it durable now so
-            # flush() only ever has the one open segment to sync.
-            self.store.sync(self._cur.name)
-            self._dirty_seg = False
-        # Always a fresh segment per run: appending after a torn tail would
-        # hide the new records behind the bad frame.
-        seg = _Seg("%sseg-%016d" % (self.prefix, self._next), self._next)
-        self._segs.append(seg)
-        self._cur = seg
-
-    def _find(self, i):
+    def _find(self, n):
         for seg in self._segs:      # acks come mostly in order: head first
-            if seg.base <= i < seg.base + len(seg.offs):
+            if seg[_BASE] <= n < seg[_BASE] + len(seg[_OFFS]):
                 return seg
         return None
 
@@ -208,59 +217,61 @@ class Outbox:
         for seg in self._segs:
             if len(out) >= n:
                 break
-            k = max(self._head, after + 1, seg.base) - seg.base
-            while k < len(seg.offs) and len(out) < n:
-                i = seg.base + k
+            base, offs = seg[_BASE], seg[_OFFS]
+            k = max(self._head, after + 1, base) - base
+            while k < len(offs) and len(out) < n:
+                i = base + k
                 if i not in self._done:
-                    b = self.store.read_at(seg.name, seg.offs[k], seg.lens[k])
+                    b = self.store.read_at(seg[_NAME], offs[k], seg[_LENS][k])
                     out.append((i, b))
                 k += 1
         return out
 
-    def ack(self, i):
-        """Mark record i delivered.  Any order; unknown or repeated ids are
+    def ack(self, n):
+        """Mark record n delivered.  Any order; unknown or repeated ids are
         ignored (MQTT may deliver a PUBACK twice).  True if it was live."""
-        if type(i) is not int or i < self._head or i in self._done:
+        if type(n) is not int or n < self._head or n in self._done:
             return False
-        seg = self._find(i)
+        seg = self._find(n)
         if seg is None:
             return False
-        self._mark(i, seg)
+        self._mark(n, seg)
         self.acked += 1
         return True
 
-    def _mark(self, i, seg=None):
-        if seg is None:
-            seg = self._find(i)
+    def _mark(self, n, s):
+        # Record n (in segment s) is acked or dropped: out of the counts, into
+        # the done set (or just past the head, the usual case).
         self._live -= 1
-        self._bytes -= seg.lens[i - seg.base]
+        self._bytes -= s[_LENS][n - s[_BASE]]
         self._dirty_state = True
-        if i == self._head and i + 1 < seg.base + len(seg.offs) and not self._done:
-            self._head = i + 1      # the usual case: in order, inside a segment
-        elif i == self._head:
-            self._done.add(i)
+        if n == self._head and n + 1 < s[_BASE] + len(s[_OFFS]) and not self._done:
+            self._head = n + 1      # the usual case: in order, inside a segment
+        elif n == self._head:
+            self._done.add(n)
             self._advance()
         else:
-            self._done.add(i)
+            self._done.add(n)
 
     def _advance(self):
         # Move the head past done ids and delete segments left fully done.
         while self._segs:
             seg = self._segs[0]
-            if self._head < seg.base:
-                self._head = seg.base
-            if self._head >= seg.end():
+            if self._head < seg[_BASE]:
+                self._head = seg[_BASE]
+            if self._head >= seg[_BASE] + len(seg[_OFFS]):
                 if seg is self._cur:
                     break
                 self._segs.pop(0)
-                self.store.delete(seg.name)
+                self.store.delete(seg[_NAME])
                 continue
             if self._head in self._done:
                 self._done.remove(self._head)
                 self._head += 1
             else:
                 break
-        if not self._segs or (self._segs[-1] is self._cur and self._head >= self._cur.end()):
+        cur = self._cur
+        if not self._segs or (self._segs[-1] is cur and self._head >= cur[_BASE] + len(cur[_OFFS])):
             self._head = max(self._head, self._next)
 
     def flush(self):
@@ -278,17 +289,24 @@ class Outbox:
         lose.  If that fails, call dirty() so the next flush retries."""
         seg = state = None
         if self._dirty_seg:
-            seg = self._cur.name
+            seg = self._cur[_NAME]
             self._dirty_seg = False
         if self._dirty_state:
+            acked = []          # the done ids as sorted [start, end) runs
+            for i in sorted(self._done):
+                if acked and acked[-1][1] == i:
+                    acked[-1][1] = i + 1
+                else:
+                    acked.append([i, i + 1])
             state = cbor.dumps({"head": self._head, "next": self._next,
-                                "dropped": self.dropped, "acked": _ranges(self._done)})
+                                "dropped": self.dropped, "acked": acked})
             self._dirty_state = False
         return seg, state
 
-    def flush_write(self, seg, state):
-        if seg is not None:
-            self.store.sync(seg)
+    def flush_write(self, name, state):
+        # name: the segment to sync, from flush_plan
+        if name is not None:
+            self.store.sync(name)
         if state is not None:
             self.store.write(self.prefix + "state", state)
 
@@ -303,27 +321,3 @@ class Outbox:
                 "corrupt": self.corrupt, "pushed": self.pushed, "acked": self.acked,
                 "segments": len(self._segs), "next_id": self._next}
 
-
-def _parse_state(st):
-    def nat(v):
-        if type(v) is not int or v < 0:
-            raise ValueError("not a count")
-        return v
-    if type(st) is not dict or type(st.get("acked")) is not list:
-        raise ValueError("bad outbox state")
-    ranges = []
-    for r in st["acked"]:
-        if type(r) is not list or len(r) != 2 or nat(r[0]) >= nat(r[1]):
-            raise ValueError("bad range")
-        ranges.append(r)
-    return nat(st.get("head")), ranges, nat(st.get("dropped", 0)), nat(st.get("next"))
-
-
-def _ranges(ids):
-    out = []
-    for i in sorted(ids):
-        if out and out[-1][1] == i:
-            out[-1][1] = i + 1
-        else:
-            out.append([i, i + 1])
-    return out

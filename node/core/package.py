@@ -1,4 +1,5 @@
-# Signed module packages: the manifest, its canonical bytes, and the checks.
+# Signed module packages: the layout, the manifest and the checks a node
+# (gateway or board) makes before it accepts one.
 #
 # Layout of a package file (big-endian):
 #   b"AEGISPK1" | u32 header_len | header | wasm
@@ -8,34 +9,38 @@
 # The wasm follows the header so a board can stream it from flash without
 # holding it twice; manifest["sha256"] and ["size"] bind it to the signature.
 # Verifying a signature is a callable handed in (cryptography on a gateway).
+#
+# Building packages and opening whole ones in memory (make_manifest, build,
+# open_package, DEFAULT_LIMITS) live in node/core/pkgmake.py: a board
+# verifies from flash and never loads them (every name a module holds is a
+# qstr the board keeps for good).  package.make_manifest etc. still work,
+# through the module __getattr__ at the end (PEP 562).
 import hashlib
 
 from node.core import cbor
 from node.core.bus import check_filter, TopicError
 
+try:
+    from micropython import const
+except ImportError:
+    def const(x):  # type: ignore[misc]  # CPython only
+        return x
+
 MAGIC = b"AEGISPK1"
 HEADER_MAX = 16384
-ABI_VERSION = 1
-NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+_ABI = const(1)             # manifest "abi" this node runs (pkgmake.ABI_VERSION)
 # The most fuel a call can have: wasm3's gas limit is an i32 counted in
 # units of GAS_UNIT = 10000 fuel (node/core/metering.py).
-FUEL_MAX = 0x7FFFFFFF * 10000
-DEFAULT_LIMITS = {
-    # Fuel per aegis_start/aegis_event call of a metered module (see
-    # docs/METERING.md; = metering.DEFAULT_FUEL, ~50 ms of a tight loop).
-    "fuel": 20000000,
-    "memory_pages": 16,     # 1 MiB of wasm memory
-    "data_max": 65536,      # bytes of event data a module may emit at once
-    "state_max": 262144,    # bytes of durable state per module
-}
+_FUEL_MAX = const(0x7FFFFFFF * 10000)
 
 
 class PackageError(ValueError):
     pass
 
 
-def key_id(raw_pub):
-    return hashlib.sha256(raw_pub).digest()[:8]
+def key_id(key):
+    """A raw public key's id: the first 8 bytes of its sha256."""
+    return hashlib.sha256(key).digest()[:8]
 
 
 def parse_version(v):
@@ -53,9 +58,13 @@ def parse_version(v):
         raise PackageError("version %r is not MAJOR.MINOR.PATCH" % v)
     nums = []
     for p in parts:
-        if not p or not p.isdigit() or (len(p) > 1 and p[0] == "0"):
+        try:
+            n = int(p)
+        except ValueError:
+            n = -1
+        if n < 0 or str(n) != p:    # plain ASCII digits, no sign or leading zero
             raise PackageError("version %r has a bad number %r" % (v, p))
-        nums.append(int(p))
+        nums.append(n)
     # A release sorts after any of its pre-releases.
     if not pre:
         return (nums[0], nums[1], nums[2], 1, ())
@@ -71,62 +80,17 @@ def check_name(name):
     if type(name) is not str or not 1 <= len(name) <= 64:
         raise PackageError("module name must be 1..64 characters")
     for c in name:
-        if c not in NAME_CHARS:
+        if c not in "abcdefghijklmnopqrstuvwxyz0123456789_-":
             raise PackageError("module name %r: use a-z, 0-9, '_' and '-'" % name)
-
-
-def _str_list(m, key, check, maxn=64):
-    v = m.get(key, [])
-    if type(v) is not list or len(v) > maxn:
-        raise PackageError("manifest %r must be a list of at most %d" % (key, maxn))
-    for x in v:
-        if type(x) is not str:
-            raise PackageError("manifest %r entries must be text" % key)
-        try:
-            check(x)
-        except TopicError as e:
-            raise PackageError("manifest %r: %s" % (key, e))
-    return v
-
-
-def _check_prefix(p):
-    if not p or len(p) > 255 or "+" in p or "#" in p:
-        raise TopicError("emit prefix %r must be 1..255 chars without wildcards" % p)
-
-
-def _check_port(p):
-    if not 1 <= len(p) <= 64:
-        raise TopicError("port name %r must be 1..64 characters" % p)
-
-
-def make_manifest(name, version, wasm, subscribe=(), emit=(), ports=(),
-                  limits=None, metered=False):
-    lim = dict(DEFAULT_LIMITS)
-    if limits:
-        lim.update(limits)
-    m = {
-        "abi": ABI_VERSION,
-        "name": name,
-        "version": version,
-        "sha256": hashlib.sha256(wasm).digest(),
-        "size": len(wasm),
-        "subscribe": list(subscribe),
-        "emit": list(emit),
-        "ports": list(ports),
-        "limits": lim,
-        "metered": bool(metered),
-    }
-    check_manifest(m)
-    return m
 
 
 def check_manifest(m):
     """Validate a decoded manifest; returns it.  Raises PackageError."""
     if type(m) is not dict:
         raise PackageError("manifest is not a map")
-    if m.get("abi") != ABI_VERSION:
+    if m.get("abi") != _ABI:
         raise PackageError("manifest ABI %r not supported (this node: %d)"
-                           % (m.get("abi"), ABI_VERSION))
+                           % (m.get("abi"), _ABI))
     check_name(m.get("name"))
     parse_version(m.get("version"))
     h = m.get("sha256")
@@ -135,13 +99,29 @@ def check_manifest(m):
     size = m.get("size")
     if type(size) is not int or not 8 <= size <= (64 << 20):
         raise PackageError("manifest size %r out of range" % size)
-    _str_list(m, "subscribe", check_filter)
-    _str_list(m, "emit", _check_prefix)
-    _str_list(m, "ports", _check_port)
+    # Subscription filters, emit prefixes and port names: lists of text.
+    for key in ("subscribe", "emit", "ports"):
+        v = m.get(key, [])
+        if type(v) is not list or len(v) > 64:
+            raise PackageError("manifest %r must be a list of at most 64" % key)
+        for x in v:
+            if type(x) is not str:
+                raise PackageError("manifest %r entries must be text" % key)
+            try:
+                if key == "subscribe":
+                    check_filter(x)
+                elif key == "emit":
+                    if not x or len(x) > 255 or "+" in x or "#" in x:
+                        raise TopicError("emit prefix %r must be 1..255 chars without wildcards"
+                                         % x)
+                elif not 1 <= len(x) <= 64:
+                    raise TopicError("port name %r must be 1..64 characters" % x)
+            except TopicError as e:
+                raise PackageError("manifest %r: %s" % (key, e))
     lim = m.get("limits")
     if type(lim) is not dict:
         raise PackageError("manifest limits must be a map")
-    for k in DEFAULT_LIMITS:
+    for k in ("fuel", "memory_pages", "data_max", "state_max"):    # pkgmake.DEFAULT_LIMITS
         v = lim.get(k)
         if type(v) is not int or v < 0 or v > (1 << 40):
             raise PackageError("manifest limit %r must be a non-negative int" % k)
@@ -149,18 +129,9 @@ def check_manifest(m):
         raise PackageError("limits.memory_pages must be 1..65536")
     if type(m.get("metered", False)) is not bool:
         raise PackageError("manifest metered must be a bool")
-    if m.get("metered") and not 1 <= lim["fuel"] <= FUEL_MAX:
-        raise PackageError("a metered module needs limits.fuel 1..%d" % FUEL_MAX)
+    if m.get("metered") and not 1 <= lim["fuel"] <= _FUEL_MAX:
+        raise PackageError("a metered module needs limits.fuel 1..%d" % _FUEL_MAX)
     return m
-
-
-def build(manifest, wasm, sign, raw_pub):
-    """Package bytes; `sign(msg) -> 64-byte signature`."""
-    mb = cbor.dumps(check_manifest(manifest))
-    if hashlib.sha256(wasm).digest() != manifest["sha256"] or len(wasm) != manifest["size"]:
-        raise PackageError("wasm does not match the manifest's hash/size")
-    hdr = cbor.dumps({"manifest": mb, "sig": sign(mb), "kid": key_id(raw_pub)})
-    return MAGIC + len(hdr).to_bytes(4, "big") + hdr + wasm
 
 
 class Header:
@@ -209,20 +180,12 @@ def verify_signature(hdr, verifiers):
     """`verifiers`: {kid: callable(sig, msg) -> bool} of trusted keys."""
     v = verifiers.get(hdr.kid)
     if v is None:
-        raise PackageError("package signed by an unknown key (kid %s)"
-                           % "".join("%02x" % b for b in hdr.kid))
+        raise PackageError("package signed by an unknown key (kid %s)" % hdr.kid.hex())
     if not v(hdr.sig, hdr.manifest_bytes):
         raise PackageError("bad signature on package %s@%s" % (hdr.name, hdr.version))
 
 
-def open_package(data, verifiers):
-    """Parse and fully verify package bytes -> (Header, wasm memoryview)."""
-    hdr = parse_header(data[:12 + HEADER_MAX])
-    verify_signature(hdr, verifiers)
-    wasm = memoryview(data)[hdr.wasm_offset:]
-    if len(wasm) != hdr.manifest["size"]:
-        raise PackageError("wasm is %d bytes, manifest says %d (truncated?)"
-                           % (len(wasm), hdr.manifest["size"]))
-    if hashlib.sha256(wasm).digest() != hdr.manifest["sha256"]:
-        raise PackageError("wasm hash does not match the signed manifest")
-    return hdr, wasm
+def __getattr__(name):
+    # The gateway's and CLI's part of this API (see the top of the file).
+    from node.core import pkgmake
+    return getattr(pkgmake, name)

@@ -9,15 +9,6 @@ from node.core.transfer import (MAX_CHUNK, MAX_WIN, MIN_CHUNK, Progress, Result,
                                 _ranges, _set, decode, transfer_id)
 
 
-class _Bytes:
-    def __init__(self, b):
-        self.b = memoryview(b)
-        self.size = len(b)
-
-    def read_at(self, off, n):
-        return bytes(self.b[off:off + n])
-
-
 class StoreReader:
     """Adapts a store object to the Sender's reader interface."""
 
@@ -46,15 +37,21 @@ class Sender:
             raise TransferError("chunk size must be %d..%d" % (MIN_CHUNK, MAX_CHUNK))
         if not 1 <= window <= MAX_WIN:
             raise TransferError("window must be 1..%d" % MAX_WIN)
-        src = package if hasattr(package, "read_at") else _Bytes(package)
-        if src.size < 1:
+        # `package`: bytes, or an object with .size and .read_at(off, n)
+        # (a StoreReader); chunks are read with self.read_at as they go out.
+        if hasattr(package, "read_at"):
+            self.read_at, self.size = package.read_at, package.size
+        else:
+            mv = memoryview(package)
+            self.read_at, self.size = (lambda off, n: bytes(mv[off:off + n])), len(mv)
+        if self.size < 1:
             raise TransferError("package is empty")
-        self.src, self.size, self.chunk, self.window = src, src.size, chunk, window
+        self.chunk, self.window = chunk, window
         self.name, self.version = name, version
         self.timeout, self.max_retries = timeout, max_retries
         if sha256 is not None and (type(sha256) is not bytes or len(sha256) != 32):
             raise TransferError("sha256 must be 32 bytes")
-        self.sha256 = sha256 or _hash(src.read_at, src.size)
+        self.sha256 = sha256 or _hash(self.read_at, self.size)
         self.id = transfer_id(self.sha256)
         self.n = (self.size + chunk - 1) // chunk
         nb = (self.n + 7) // 8
@@ -141,7 +138,7 @@ class Sender:
                 _clr(self._need, i)
                 self._serial += 1
                 self._inflight[i] = self._serial
-                d = self.src.read_at(i * self.chunk, self._len(i))
+                d = self.read_at(i * self.chunk, self._len(i))
                 self._out.append(_msg("chunk", self.id, i=i, d=d,
                                       h=hashlib.sha256(d).digest()[:8]))
                 self.chunks_sent += 1

@@ -23,6 +23,7 @@ import socket
 import time
 
 from node.core import mqtt as M
+from node.core.mqtt5 import Disconnected
 from node.mqtt import tls as T
 from node.mqtt.link import parse_url
 
@@ -270,7 +271,7 @@ class AioLink:
                 self._end("no answer from the broker (keepalive)",
                           None if self.connected else ("network: no CONNACK from the "
                                                        "broker", "net"))
-            elif t is M.ProtocolError or t is M.Disconnected:
+            elif t is M.ProtocolError or t is Disconnected:
                 self._end(ev.text, None if self.connected else
                           ("MQTT: %s" % ev.text, "net"))
         if acks:
@@ -326,4 +327,4 @@ def _v311_publish(pkt):
     tl = (pkt[i] << 8) | pkt[i + 1]
     at = i + 2 + tl + 2                 # the property length byte
     body = bytes(pkt[i:at]) + bytes(pkt[at + 1:])
-    return bytearray(bytes([pkt[0]]) + bytes(M._varint(len(body))) + body)
+    return M._packet(pkt[0], (body,), len(body))

@@ -11,7 +11,7 @@ import collections
 import time
 
 from node.core import cbor
-from node.core import envelope as E
+from node.core import envelope as E, forwarding as FW
 from node.core.bus import TopicError, matches
 from node.core.mqttwire import MQTTError
 from node.core.outbox import Outbox, OutboxError
@@ -40,7 +40,7 @@ class Forwarder:
         self.outbox = Outbox(gw.store, prefix="outbox/", max_items=mcfg.outbox_max,
                              max_bytes=mcfg.outbox_bytes)
         self.seq = E.SeqCounter(gw.store, "mesh/seq")
-        self.dedup = E.Dedup()
+        self.dedup = FW.SavedDedup()
         self._dedup_at = None   # loop timer of the pending dedup save
         self._load_dedup()
         self.window = mcfg.inflight
@@ -56,7 +56,7 @@ class Forwarder:
         # (id, mqtt topic, record); _ram_bytes bounds it.
         self._ram = collections.deque()
         self._ram_bytes = 0
-        self._ev_base = E.ev_topic(self.fleet, self.node_id, "x")[:-1]
+        self._ev_base = FW.ev_topic(self.fleet, self.node_id, "x")[:-1]
         self._forward_ok = {}   # topic -> bool, the forward filter's verdict
         self._checked = set()   # (topic, mod) pairs E.encode accepted
         self.bridge = None      # node.quic.mesh.Mesh when [quic] bridges to this link
@@ -69,7 +69,7 @@ class Forwarder:
     # ---- outgoing -----------------------------------------------------
     def tap(self, ev):
         """host tap: called for every event, inside host.pump()."""
-        if not E.is_own_module_event(ev, self.node_id):
+        if not FW.is_own_module_event(ev, self.node_id):
             return
         ok = True
         if self.forward is not None:
@@ -111,7 +111,7 @@ class Forwarder:
     def publish_foreign(self, env, rec):
         """An envelope from another transport (QUIC), new to our Dedup:
         out on MQTT under its origin's tree, through the same outbox."""
-        self._batch.append((E.ev_topic(self.fleet, env.src, env.topic), rec))
+        self._batch.append((FW.ev_topic(self.fleet, env.src, env.topic), rec))
         self.gw.kick()      # the pump's after_pump() commits and sends it
 
     def _commit(self):
@@ -267,7 +267,7 @@ class Forwarder:
         for i, rec in self.outbox.peek(room, after=self._sent_upto):
             try:
                 env = E.decode(rec)     # src: ours, or a bridged origin's
-                out.append((i, E.ev_topic(self.fleet, env.src, env.topic), rec))
+                out.append((i, FW.ev_topic(self.fleet, env.src, env.topic), rec))
             except E.EnvelopeError as e:  # cannot happen for what we wrote
                 self.log("error", "unreadable outbox record dropped", id=i, error=str(e))
                 self.outbox.ack(i)

@@ -6,7 +6,7 @@ import queue
 import socket
 import time
 
-from node.core import fleet as F
+from node.core import fleet as F, fleetwatch as FW
 from node.core.envelope import EnvelopeError
 from node.mqtt.link import Link, LinkError
 
@@ -103,7 +103,7 @@ class StatusWatch:
         self.nodes, self.bad, self.ready = {}, [], False
         self.mark = "aegis/%s/_cli/%s" % (fleet, os.urandom(6).hex())
         # node: watch only that node's status
-        self.filt = F.status_topic(fleet, node) if node else F.status_filter(fleet)
+        self.filt = F.status_topic(fleet, node) if node else FW.status_filter(fleet)
 
     def subscribe(self, link, extra=()):
         link.c.subscribe([(self.filt, 1)] + [(f, 1) for f in extra] + [(self.mark, 1)])
@@ -116,7 +116,7 @@ class StatusWatch:
         if not payload or not topic.endswith("/status"):
             return      # a cleared retained status, or not ours
         try:
-            s = F.decode_status(payload)
+            s = FW.decode_status(payload)
         except EnvelopeError as e:
             self.bad.append("%s: %s" % (topic, e))
             return

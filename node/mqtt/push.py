@@ -10,7 +10,7 @@ size; the broker fans out nothing, so a group of N costs N streams.
 import sys
 import time
 
-from node.core import fleet as F
+from node.core import fleet as F, fleetwatch as FW
 from node.core import package as pk
 from node.core import transfer as T
 from node.core.transfer_send import Sender
@@ -70,7 +70,7 @@ def push(url, fleet, data, to, chunk=4096, window=16, timeout_s=120.0, log=None,
     # One named node: only its status and replies (a big fleet's other
     # statuses are not worth waiting for); a group needs every status.
     one = None if to.startswith("group:") else to
-    replies = F.reply_topic(fleet, one) if one else F.reply_filter(fleet)
+    replies = F.reply_topic(fleet, one) if one else FW.reply_filter(fleet)
     watch = StatusWatch(fleet, node=one)
     targets, by_reply = {}, {}
 

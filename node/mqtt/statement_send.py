@@ -11,7 +11,7 @@ active before the statement goes out.
 """
 import hashlib
 
-from node.core import cbor, fleet as F, rollback as RB
+from node.core import cbor, fleet as F, fleetwatch as FW, rollback as RB
 from node.mqtt.operator import Session, StatusWatch
 from node.mqtt.push import PushError, targets_for
 
@@ -40,7 +40,7 @@ def send(url, fleet, data, to, timeout_s=30.0, tls=None):
             results[node] = (bool(m.get("ok")), str(m.get("state") if m.get("ok")
                                                     else m.get("error")))
 
-    sess = Session(url, on_message, lambda: watch.subscribe(sess.link, [F.reply_filter(fleet)]),
+    sess = Session(url, on_message, lambda: watch.subscribe(sess.link, [FW.reply_filter(fleet)]),
                    **(tls or {})).start()
     try:
         one = None if to.startswith("group:") else to

@@ -33,6 +33,9 @@ class Deployer(PushInstaller):
 
     def __init__(self, gw, max_package):
         PushInstaller.__init__(self, gw, max_package, prefix="incoming-quic/")
+        # A finished package installs on a later loop turn, after the
+        # driver has transmitted the last ack (node/push_install.py).
+        self.later = gw.loop.call_soon
 
     def stream(self, link, stream):
         return PushStream(self, link, stream)
@@ -42,7 +45,11 @@ class Deployer(PushInstaller):
         self.drain(None)
 
     def drain(self, ps):
-        self.drain_events({"peer": ps.link.peer if ps else None})
+        send = (lambda: self._send(ps)) if ps is not None else None
+        self.drain_events({"peer": ps.link.peer if ps else None}, send)
+        self._send(ps)
+
+    def _send(self, ps):
         for _tid, msg in self.rx.messages_to_send():
             if ps is not None:      # replies answer the message just fed
                 ps.reply(msg)

@@ -21,7 +21,7 @@ no duplicates.
 import asyncio
 import time
 
-from node.core import envelope as E
+from node.core import envelope as E, forwarding as FW
 from node.core.bus import TopicError, matches
 from node.core.outbox import Outbox, OutboxError
 from node.core.quicwire import Acked, Ev, MeshStream
@@ -126,7 +126,7 @@ class Mesh:
     # ---- outgoing: own events and relays --------------------------------
     def tap(self, ev):
         """host tap (QUIC-only gateway): this node's module events."""
-        if not E.is_own_module_event(ev, self.me):
+        if not FW.is_own_module_event(ev, self.me):
             return
         try:
             rec = E.encode(self.me, self.seq.take(), ev.ts, ev.topic, ev.data, ev.mod)

@@ -1,6 +1,6 @@
 from node.core import abi as A
 from node.core.statelog import StateLog
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 
 class FakeSlot:

@@ -2,8 +2,9 @@
 # Plain functions and asserts: runs under pytest and tests/core/mp_run.py.
 from node.core import cbor
 from node.core import envelope as ev
+from node.core import forwarding as fw
 from node.core.envelope import EnvelopeError
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 
 from helpers import raises
@@ -101,7 +102,7 @@ def test_malformed_cbor():
 
 
 def test_topic_helpers():
-    t = ev.ev_topic("acme", "gw-1", "sensors/temp")
+    t = fw.ev_topic("acme", "gw-1", "sensors/temp")
     assert t == "aegis/acme/ev/gw-1/sensors/temp"
     assert ev.parse_ev_topic("acme", t) == ("gw-1", "sensors/temp")
     assert ev.parse_ev_topic("acme", "aegis/acme/ev/n/x") == ("n", "x")
@@ -109,9 +110,9 @@ def test_topic_helpers():
                 "aegis/acme/ev//t", "aegis/acme/ev/gw 1/t", "aegis/acme/ev/n/a//b",
                 "aegis/acme/st/n/t", "aegis/acme/ev/n/+"):
         raises(EnvelopeError, ev.parse_ev_topic, "acme", bad)
-    raises(EnvelopeError, ev.ev_topic, "ac/me", "n", "t")
-    raises(EnvelopeError, ev.ev_topic, "acme", "n/x", "t")
-    raises(EnvelopeError, ev.ev_topic, "acme", "n", "t/#")
+    raises(EnvelopeError, fw.ev_topic, "ac/me", "n", "t")
+    raises(EnvelopeError, fw.ev_topic, "acme", "n/x", "t")
+    raises(EnvelopeError, fw.ev_topic, "acme", "n", "t/#")
     raises(EnvelopeError, ev.parse_ev_topic, "acme", b"aegis/acme/ev/n/t")
 
 
@@ -157,22 +158,22 @@ def test_dedup_sources_independent_and_evicted():
 
 
 def test_dedup_state_survives_a_restart():
-    d = ev.Dedup(window=64)
+    d = fw.SavedDedup(window=64)
     for s in (1, 2, 5, 100):
         d.seen("a", s)
     d.seen("b", 7)
     raw = d.dumps()
-    d2 = ev.Dedup(window=64)
+    d2 = fw.SavedDedup(window=64)
     assert d2.loads(raw) == 2
     assert d2.seen("a", 5) and d2.seen("a", 100) and d2.seen("b", 7)
     assert d2.seen("a", 10)                 # below the window: too old
     assert not d2.seen("a", 99) and not d2.seen("b", 8)
     # Another window size: those sources start fresh; garbage is an error.
-    assert ev.Dedup(window=128).loads(raw) == 0
-    raises(EnvelopeError, ev.Dedup().loads, b"\xff\x00")
-    raises(EnvelopeError, ev.Dedup().loads, cbor.dumps([1]))
+    assert fw.SavedDedup(window=128).loads(raw) == 0
+    raises(EnvelopeError, fw.SavedDedup().loads, b"\xff\x00")
+    raises(EnvelopeError, fw.SavedDedup().loads, cbor.dumps([1]))
     bad = cbor.dumps({"a": [-1, bytes(8)], "b": "x", 3: [1, bytes(8)], "c": [2, bytes([4]) + bytes(7)]})
-    d3 = ev.Dedup(window=64)
+    d3 = fw.SavedDedup(window=64)
     assert d3.loads(bad) == 1 and d3.seen("c", 2)
 
 
@@ -214,3 +215,15 @@ def test_seq_counter_corrupt_file():
     raises(EnvelopeError, ev.SeqCounter, st)
     st.write("mesh/seq", cbor.dumps(-3))
     raises(EnvelopeError, ev.SeqCounter, st)
+
+
+def test_node_ids_and_module_refs():
+    for good in ("a", "...", "n.1", "A-z_0", "x" * 64):
+        ev.check_node_id(good)
+    for bad in (".", "..", "", "x" * 65, "a/b", "a b", 5, None):
+        raises(EnvelopeError, ev.check_node_id, bad)
+    e = raises(EnvelopeError, ev.check_node_id, "..", "fleet")
+    assert "fleet" in str(e)
+    ev.check_mod("facts@1.0.0+build.5")
+    for bad in ("..@1.0.0", ".@1", "facts", "f@", "@1", "f@1/2", "f@" + "1" * 65, b"f@1"):
+        raises(EnvelopeError, ev.check_mod, bad)

@@ -9,6 +9,8 @@ from node.core.mqtt import (Client, Connected, ConnectRefused, Message, MQTTErro
                             PingTimeout, ProtocolError, Published, Subscribed,
                             Unsubscribed)
 
+CONNECTED, CLOSED = 2, 3    # Client.state (node/core/mqtt.py)
+
 # paho-mqtt 2.2.0's CONNECT for the same arguments (captured once from a
 # socket): client "node-1", clean_session=False, keepalive 30, will
 # ("aegis/acme/node/node-1/status", b"offline", 1, retain), alice / s3cret.
@@ -48,14 +50,14 @@ def pub_packet(topic, payload, qos=0, pid=0, retain=False, dup=False):
     t = topic.encode()
     body = len(t).to_bytes(2, "big") + t + (pid.to_bytes(2, "big") if qos else b"") + payload
     first = 0x30 | (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
-    return bytes([first]) + bytes(mqtt._varint(len(body))) + body
+    return bytes(mqtt._packet(first, (body,), len(body)))
 
 
 def one_error(c, data):
     c.receive_data(data, 0)           # must not raise
     evs = drain(c)
     assert len(evs) == 1 and type(evs[0]) is ProtocolError, evs
-    assert c.state == mqtt.CLOSED
+    assert c.state == CLOSED
     c.receive_data(CONNACK + b"\x00" * 10, 0)   # ignored until reset()
     assert drain(c) == []
     return evs[0].text
@@ -100,7 +102,7 @@ def test_publish_subscribe_unsubscribe_disconnect_bytes():
     assert bytes(c.data_to_send()) == h("a2070003") + b"\x00\x03a/+"
     c.disconnect()
     assert bytes(c.data_to_send()) == h("e000")
-    assert c.state == mqtt.CLOSED
+    assert c.state == CLOSED
 
 
 def test_large_payload_uses_multibyte_length():
@@ -134,7 +136,7 @@ def test_connack_session_present_and_refusals():
         c.receive_data(bytes([0x20, 2, 0, code]), 0)
         ev = drain(c)[0]
         assert type(ev) is ConnectRefused and ev.code == code and ev.text == text
-        assert c.state == mqtt.CLOSED
+        assert c.state == CLOSED
 
 
 def test_publish_in_qos0_qos1_flags_and_explicit_ack():
@@ -181,7 +183,7 @@ def test_puback_suback_unsuback_pingresp():
     assert evs[0].packet_id == p1 and c.inflight() == 0
     assert evs[1].packet_id == s and evs[1].granted == [1, 0x80]
     assert evs[2].packet_id == u
-    assert c.state == mqtt.CONNECTED
+    assert c.state == CONNECTED
 
 
 def test_suback_with_wrong_count_or_code_is_an_error():
@@ -294,11 +296,11 @@ def test_events_read_before_the_link_died_survive_reset():
 
 def test_packet_ids_skip_ids_in_use_and_wrap():
     c = connected(max_inflight=2)
-    c._pid = 0xFFFE
+    c._seq = 0xFFFE
     assert c.publish("t", b"", qos=1) == 0xFFFF
     assert c.publish("t", b"", qos=1) == 1
     c.receive_data(h("4002ffff"), 0)
-    c._pid = 0
+    c._seq = 0
     assert c.publish("t", b"", qos=1) == 2          # 1 is still in flight
 
 
@@ -316,7 +318,7 @@ def test_keepalive_ping_and_pong():
     assert c.data_to_send() == b"" and drain(c) == []
     c.receive_data(h("d000"), 16500)
     c.tick(30000)
-    assert drain(c) == [] and c.state == mqtt.CONNECTED
+    assert drain(c) == [] and c.state == CONNECTED
     assert bytes(c.data_to_send()) == h("c000")
 
 
@@ -328,7 +330,7 @@ def test_ping_timeout_closes():
     assert drain(c) == []
     c.tick(13000)
     evs = drain(c)
-    assert len(evs) == 1 and type(evs[0]) is PingTimeout and c.state == mqtt.CLOSED
+    assert len(evs) == 1 and type(evs[0]) is PingTimeout and c.state == CLOSED
     c.tick(99999)
     assert drain(c) == [] and c.data_to_send() == b""
 

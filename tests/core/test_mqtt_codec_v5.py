@@ -4,9 +4,11 @@
 # makes a driver fall back.  The real-broker proof is tests/test_mqtt_aio_link.py.
 from helpers import raises
 
-from node.core import mqtt
-from node.core.mqtt import (Client, Connected, ConnectRefused, Disconnected, Message,
+from node.core.mqtt import (Client, Connected, ConnectRefused, Message,
                             MQTTError, ProtocolError, Published, Subscribed)
+from node.core.mqtt5 import Disconnected
+
+CONNECTED, CLOSED = 2, 3    # Client.state (node/core/mqtt.py)
 
 # Mosquitto 2.0's CONNACK to a level 5 CONNECT (captured from a socket):
 # topic alias maximum 10, receive maximum 20.
@@ -127,7 +129,7 @@ def test_bad_properties_are_protocol_errors():
         c.receive_data(bytes([0x32, len(bad)]) + bad, 0)
         evs = drain(c)
         assert len(evs) == 1 and type(evs[0]) is ProtocolError, evs
-        assert c.state == mqtt.CLOSED
+        assert c.state == CLOSED
 
 
 def test_broker_disconnect_v5_and_not_on_311():
@@ -135,7 +137,7 @@ def test_broker_disconnect_v5_and_not_on_311():
     c.receive_data(h("e0018b"), 0)
     evs = drain(c)
     assert type(evs[0]) is Disconnected and evs[0].code == 0x8B and "0x8b" in evs[0].text
-    assert c.state == mqtt.CLOSED
+    assert c.state == CLOSED
     c = Client("n", clean_session=True)
     c.connect(0)
     c.receive_data(h("20020000"), 0)
@@ -156,7 +158,7 @@ def test_refusals_in_both_forms():
     c.receive_data(h("2003008600"), 0)
     ev = drain(c)[0]
     assert type(ev) is ConnectRefused and ev.text == "bad user name or password"
-    assert c.state == mqtt.CLOSED
+    assert c.state == CLOSED
 
 
 def test_unacked_resent_after_reconnect_v5():

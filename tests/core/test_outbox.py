@@ -2,7 +2,7 @@
 # Plain functions and asserts: runs under pytest and tests/core/mp_run.py.
 from node.core import cbor
 from node.core.outbox import Outbox, OutboxError
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 
 from helpers import raises
@@ -175,7 +175,14 @@ def test_corrupt_state_redelivers():
     ob.ack(0)
     ob.flush()
     for bad in (b"\xff", cbor.dumps([1]), cbor.dumps({"head": -1, "next": 3, "acked": []}),
-                cbor.dumps({"head": 1, "next": 3, "acked": [[2, 1]]})):
+                cbor.dumps({"head": 1, "next": 3, "acked": [[2, 1]]}),
+                cbor.dumps({"head": 1, "next": 3, "acked": [[1]]}),
+                cbor.dumps({"head": 1, "next": 3, "acked": "x"}),
+                cbor.dumps({"head": 1, "next": 3, "acked": [[1, "2"]]}),
+                cbor.dumps({"head": 1, "next": 3, "acked": [[False, 2]]}),
+                cbor.dumps({"head": 1, "next": "3", "acked": []}),
+                cbor.dumps({"head": 1, "next": 3, "dropped": True, "acked": []}),
+                cbor.dumps({"next": 3, "acked": []})):
         st.write("outbox/state", bad)
         assert len(Outbox(st)) == 3
 

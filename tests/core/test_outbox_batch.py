@@ -2,7 +2,7 @@
 # restart behaviour as one push per record.  Runs under pytest and
 # tests/core/mp_run.py (MicroPython).
 from node.core.outbox import Outbox, OutboxError
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 from helpers import raises
 

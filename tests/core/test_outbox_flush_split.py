@@ -1,7 +1,7 @@
 # Outbox.flush in two halves (flush_plan on the loop, flush_write on a worker
 # thread, node/mqtt/forward.py), and the in-order ack fast path.
 from node.core.outbox import Outbox
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 
 class CountingStore(MemStore):

@@ -1,5 +1,5 @@
 from node.core.statelog import StateLog, StateError
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 from helpers import raises
 
 

@@ -5,7 +5,7 @@ import hashlib
 from node.core import cbor
 from node.core import transfer as tr
 from node.core.transfer_send import Sender, StoreReader
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 
 from helpers import raises

@@ -57,7 +57,7 @@ def test_eager_chunks_after_a_final_answer_are_dropped_quietly():
 
 
 def test_receiver_remembers_only_the_last_ended_transfers():
-    from node.core.store import MemStore
+    from node.core.memstore import MemStore
     r = tr.Receiver(MemStore(), is_active=lambda tid, name, version, sha: "running")
     out = [eager(blob(300, k + 1), chunk=256).messages_to_send(0) for k in range(10)]
     for msgs in out:                # 10 offers, each answered "already active"

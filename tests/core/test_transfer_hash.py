@@ -4,7 +4,7 @@
 import hashlib
 
 from node.core.transfer_send import Sender
-from node.core.store import MemStore
+from node.core.memstore import MemStore
 
 from node.core import transfer as tr
 from helpers import raises

@@ -1,0 +1,102 @@
+"""A board releases its push receiver once a package is complete, before the
+check and the proxy handover (node/board/deploy.py, docs/BOARDS.md "Heap
+budget"), and still answers the pusher as the receiver would: a re-offer
+while the module starts gets an ack for every chunk (never a `want` that
+would send the package again), late chunks are dropped, and the final
+result comes once the module runs.  Real MicroPython board, real
+Mosquitto, real `aegis proxy`; the pusher is the core Sender driven here
+so the test can re-offer at the moment it needs to."""
+import time
+
+import cbor2
+
+from broker import Subscriber, broker  # noqa: F401 (fixture)
+from conftest import Signer
+from gateway_proc import wait_for
+from host_sim.boards import ProxyHost, SourceBoard
+from node.core.transfer_send import Sender
+
+BASE = "aegis/test/node/b1/"
+
+
+def replies(sub, tid):
+    out = []
+    for t, p in list(sub.msgs):
+        if t == BASE + "deploy/reply":
+            m = cbor2.loads(p)
+            if m.get("id") == tid:
+                out.append(m)
+    return out
+
+
+def drive(sender, sub, seen, until, what, timeout=60):
+    """Run the sender over MQTT (publish what it sends, feed it the board's
+    replies) until until() holds."""
+    deadline = time.monotonic() + timeout
+
+    def replies_now():
+        return [p for t, p in list(sub.msgs) if t == BASE + "deploy/reply"]
+    while True:
+        now = int(time.monotonic() * 1000)
+        for m in sender.messages_to_send(now):
+            sub.publish(BASE + "deploy", m)
+        rs = replies_now()
+        for p in rs[seen[0]:]:
+            sender.receive_data(p, now)
+        seen[0] = len(rs)
+        while sender.next_event() is not None:
+            pass
+        if until():
+            return
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        # The sender moves on replies, or on its silence timeout.
+        tick = time.monotonic() + 0.5
+        wait_for(lambda: len(replies_now()) > seen[0] or time.monotonic() > tick, 5, what)
+
+
+def test_receiver_released_before_handover_still_answers_the_pusher(tmp_path, broker):
+    op = Signer(str(tmp_path / "op"))
+    sub = Subscriber(broker, "aegis/test/#")
+    board = SourceBoard("b1", tmp_path / "b1", broker.url, [op.pub],
+                        extra={"status_ms": 1000, "engine": "proxy"})
+    proxy = None
+    try:
+        board.start()
+        board.wait_for("connected to broker")
+        wait_for(lambda: [1 for t, p in list(sub.msgs) if t == BASE + "status"
+                          and cbor2.loads(p).get("online")], 20, "board online")
+        pkg = op.example("facts")
+        # No proxy host yet: once verified, the module stays "starting" (its
+        # handover unanswered), the push complete on the board's flash.
+        s = Sender(pkg, chunk=1024, window=4, name="facts", version="1.0.0", timeout=3000)
+        seen = [0]
+        drive(s, sub, seen, lambda: s.confirmed == s.size, "every chunk acked")
+        board.wait_for("package facts@1.0.0 verified")
+        assert s.result is None
+
+        # The pusher is unsure (say, it reconnected) and offers again: all
+        # chunks held, no want.
+        before = len(replies(sub, s.id))
+        s.reconnected(int(time.monotonic() * 1000))
+        for m in s.messages_to_send(int(time.monotonic() * 1000)):
+            sub.publish(BASE + "deploy", m)
+        ack = wait_for(lambda: [m for m in replies(sub, s.id)[before:] if m["t"] == "ack"],
+                       20, "ack to the re-offer")[0]
+        assert ack["have"] == ack["n"] == s.n and ack["ranges"] == [] and ack["upto"] == s.n
+        assert not [m for m in replies(sub, s.id)[before:] if m["t"] in ("want", "error")]
+
+        # The proxy host comes: the module starts, the pusher gets its result.
+        proxy = ProxyHost("gw-1", tmp_path / "gw", broker.url, [op.pub], ["b1"]).start()
+        drive(s, sub, seen, lambda: s.result is not None, "the result", timeout=90)
+        assert s.result[0] is True and "running" in s.result[1], s.result
+        assert [m["ok"] for m in replies(sub, s.id) if m["t"] == "result"] == [True]
+        # Pushed again: answered at once as already active.
+        s2 = Sender(pkg, chunk=1024, window=4, name="facts", version="1.0.0")
+        drive(s2, sub, seen, lambda: s2.result is not None, "the second push's result")
+        assert s2.result[0] is True and "already active" in s2.result[1], s2.result
+        assert board.proc.poll() is None
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        board.stop()
+        sub.close()
