@@ -120,9 +120,17 @@ def board_config(board, cfg_path):
     return out, files
 
 
+# Reached by imports a board never runs, so never flashed: the CPython
+# codec (cbor.py imports it only off MicroPython; it needs cbor2) and
+# package building (package.py's module __getattr__; a board verifies
+# packages from flash and builds none).
+HOST_ONLY = ("node/core/cbor_fast.py", "node/core/pkgmake.py")
+
+
 def board_sources():
-    """node/board/*.py plus the node/core files they import, transitively:
-    gateway-only core code (metering, wasm parsing...) stays off the board."""
+    """node/board/*.py plus the node/core files they import, transitively
+    (also from function bodies: lazy imports), but HOST_ONLY: gateway-only
+    core code (metering, wasm parsing...) stays off the board."""
     import ast
     todo = sorted("node/board/" + f for f in os.listdir(os.path.join(ROOT, "node", "board"))
                   if f.endswith(".py"))
@@ -143,7 +151,7 @@ def board_sources():
             for m in names:
                 if m.startswith("node.core.") or m.startswith("node.board."):
                     path = m.replace(".", "/") + ".py"
-                    if os.path.exists(os.path.join(ROOT, path)):
+                    if path not in HOST_ONLY and os.path.exists(os.path.join(ROOT, path)):
                         todo.append(path)
     return sorted(seen)
 
@@ -243,7 +251,7 @@ _BOOT_FILES = ("main.py", "rtboot.py")
 # when the runtime is updated over the mesh (node/rtbuild.py).
 _NOT_RUNTIME = _BOOT_FILES + ("aegis.json", RT_JSON, "certs")
 # Serial flashing always wins: boot slot A (what is copied now), whatever
-# an update over the mesh left in the marker (firmware/main.py).  The old
+# an update over the mesh left in the marker (firmware/rtboot.py).  The old
 # image file is unlinked, not truncated: the Unix board may have it mapped.
 # An image identical to the new one stays (mpremote's cp then skips it as
 # up to date instead of copying ~100 KiB over the serial line again).

@@ -26,7 +26,7 @@ IMAGE = "romfs.img"         # on the unix board's filesystem
 MAPPER = "rommap.mpy"       # in its lib/
 
 # Recursive remove on the board, for mpremote exec: plain runtime files
-# would shadow the image (main.py prefers lib/node when it exists).
+# would shadow the image (firmware/rtboot.py prefers lib/node when it exists).
 RM_PLAIN = ("import os\ndef rm(p):\n try:\n  if os.stat(p)[0] & 0x4000:\n"
             "   for n in os.listdir(p):\n    rm(p + '/' + n)\n   os.rmdir(p)\n"
             "  else:\n   os.remove(p)\n except OSError:\n  pass\nrm('lib/node')")

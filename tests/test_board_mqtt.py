@@ -268,7 +268,8 @@ def test_half_open_link_detected_by_keepalive(tmp_path, broker, cleanup):
 
 
 # stop() while the link backs off between connection attempts (nothing
-# listens on the port): it must cut the backoff short, not wait it out.
+# listens on the port): it must cut the backoff short, not wait it out,
+# also for a second stop() made meanwhile.
 STOP_SCRIPT = r"""
 import sys
 sys.path.insert(0, %r)
@@ -280,7 +281,9 @@ async def main():
     task = asyncio.create_task(link.run())
     ev = await link.get()
     t0 = time.time()
-    await link.stop(timeout_ms=5000)
+    # Two callers at once (say a signal handler and the app): both return
+    # as soon as run() has ended, neither waits out its timeout.
+    await asyncio.gather(link.stop(timeout_ms=5000), link.stop(timeout_ms=5000))
     took = time.time() - t0
     await asyncio.sleep(0)
     print(json.dumps({"ev": type(ev).__name__, "kind": ev.kind, "took": took,
@@ -307,3 +310,56 @@ def test_stop_cuts_the_backoff_short(tmp_path, interp):
     assert out["ev"] == "LinkDown" and out["kind"] == "net", out
     assert out["ended"] and out["done"], out
     assert out["took"] < 4, out
+
+
+# Two tasks in publish_wait() on a full window share the link's one Event
+# with everything else: a failed publish() must not set it, or each waiter
+# wakes the other for ever (a busy loop that starves the board).
+WAIT_SCRIPT = r"""
+import sys
+sys.path.insert(0, %r)
+import asyncio, json
+from node.board.mqtt_async import MQTTLink
+
+async def main():
+    link = MQTTLink("127.0.0.1", int(sys.argv[1]), "w", backoff_ms=(30000, 30000),
+                    max_inflight=1)
+    calls = [0]
+    publish = link.client.publish
+
+    def counted(*a):
+        calls[0] += 1
+        return publish(*a)
+    link.client.publish = counted
+    first = await link.publish_wait("t/w", b"0")     # queued while down: window full
+    waiters = [asyncio.create_task(link.publish_wait("t/w", b"%%d" %% i)) for i in (1, 2)]
+    task = asyncio.create_task(link.run())
+    ev = await link.get()           # the refused connect: LinkDown, _ev set
+    before = calls[0]
+    await asyncio.sleep(0.5)
+    spins = calls[0] - before
+    await link.stop(timeout_ms=5000)
+    print(json.dumps({"first": first, "ev": type(ev).__name__, "spins": spins,
+                      "waiting": [not w.done() for w in waiters], "ended": task.done()}))
+
+asyncio.run(main())
+""" % ROOT
+
+
+@pytest.mark.parametrize("interp", [MICROPYTHON, sys.executable], ids=["micropython", "cpython"])
+def test_two_publish_waits_on_a_full_window_do_not_spin(tmp_path, interp):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()               # nothing listens there: the link stays down
+    path = tmp_path / "wait_script.py"
+    path.write_text(WAIT_SCRIPT)
+    cmd = [interp] + (["-X", "heapsize=" + HEAP] if interp == MICROPYTHON else [])
+    r = subprocess.run(cmd + [str(path), str(port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["first"] == 1 and out["ev"] == "LinkDown", out
+    assert out["waiting"] == [True, True] and out["ended"], out
+    # Each waiter retried at most a few times after the one wakeup, not in a loop.
+    assert out["spins"] <= 4, out

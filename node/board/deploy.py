@@ -97,7 +97,8 @@ class Deploys:
         # and the sender at once): while its module starts, its id is in
         # the record in b._pending (late offers are answered from there) and
         # finish() sends the result.  Ids answered so (the last 8): their
-        # late chunks are dropped quietly.
+        # late chunks are dropped quietly for 30 idle ticks (unless a new
+        # transfer of the same id is receiving), as a Receiver drops them.
         self.ended = []
 
     def receiver(self):
@@ -127,6 +128,13 @@ class Deploys:
                 return
             self.bad += rx.bad
             self.rx = None      # progress is on flash: the next offer resumes
+        elif self.ended:
+            # Results finish() sent itself: their late chunks are dropped
+            # quietly for as long as a receiver keeps its own record of
+            # them (30 idle ticks); runtime.py unloads this module after.
+            self._idle += 1
+            if self._idle >= _IDLE_TICKS:
+                self.ended = []
         p = self.b.parts.get("proxy")      # loaded, and handing a package over?
         if (p is None or not p.busy()) and "node.core.transfer" in sys.modules:
             unload("node.core.transfer", "node.core.transfer_recv", "node.core.transfer_send")
@@ -158,10 +166,9 @@ class Deploys:
                 tid = m["id"]
                 if [r for r in self.b._pending.values() if r.get("tid") == tid]:
                     return self._late(m)        # its module is starting
-                if tid in self.ended:
-                    if m["t"] == "chunk":
-                        return          # sent before its result: dropped quietly
-                    self.ended.remove(tid)      # pushed again: a new transfer
+                if tid in self.ended and m["t"] == "chunk" and (
+                        self.rx is None or tid not in self.rx.active()):
+                    return      # sent before its result: dropped quietly
         rx = self.receiver()
         rx.receive_data(bytes(payload), self.b.now())
         done = []
@@ -222,7 +229,8 @@ class Deploys:
                 pass
             return self.out()
         # Released by _complete: answered as Receiver.finish would.
-        self.ended = self.ended[-7:] + [tid]
+        self.ended = [t for t in self.ended[-7:] if t != tid] + [tid]
+        self._idle = 0
         if not ok:
             self.b.store.delete("incoming/%s.pkg" % tid)
         self.reply(tid, ok, str(detail))

@@ -29,9 +29,10 @@ _M64 = const(0xFFFFFFFFFFFFFFFF)
 
 
 def _frac_root(n, e):
-    # First 64 bits of the fractional part of n ** (1/e) (n a prime < 410,
-    # e 2 or 3): floor((n << 64e) ** (1/e)) by Newton's method from above,
-    # starting at 2 ** 68 > any such root.
+    # First 64 bits of the fractional part of n ** (1/e): floor((n << 64e)
+    # ** (1/e)) by Newton's method from above, starting at 2 ** 68, which
+    # is above the root only for n < 256 (e 2) or n < 4096 (e 3): here
+    # square roots of the first 8 primes, cube roots of the first 80.
     n <<= 64 * e
     x = 1 << 68
     while True:

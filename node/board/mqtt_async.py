@@ -66,9 +66,14 @@ class MQTTLink:
         # (events queued or taken, a PUBACK freed room in the window, the
         # core has bytes to send); every waiter (get, publish_wait, the
         # reader's backpressure, the writer) re-checks its own condition.
+        # Set it only on a real change: a waiter that set it while finding
+        # nothing would wake the others, and they it, for ever.
         self._ev = asyncio.Event()
-        self._done = asyncio.Event()        # this connection is over (in a
-        self._error = None                  # backoff: stop() cuts it short)
+        # _done: this connection is over; also set by stop() to cut a
+        # backoff short.  _error: why it ended (the first reason wins);
+        # not None from then until the next session starts.
+        self._done = asyncio.Event()
+        self._error = None
         self._stop = False
         # run() has returned: True, or stop()'s Event to set (made only then).
         self._ended = None
@@ -91,7 +96,8 @@ class MQTTLink:
         """Packet id (0 for QoS 0), or None when the window is full or QoS 0
         meets a down link.  QoS 1 is queued while the link is down."""
         pid = self.client.publish(topic, payload, qos, retain, self.now())
-        self._ev.set()
+        if pid is not None:     # bytes for the writer; a refusal queued none, and
+            self._ev.set()      # setting then would wake publish_wait's others in a loop
         return pid
 
     async def publish_wait(self, topic, payload, qos=1, retain=False):
@@ -144,7 +150,9 @@ class MQTTLink:
             self._done.set()
         if self._ended is True:
             return
-        self._ended = ended = asyncio.Event()
+        # A second stop() waits on the same Event (a new one would leave the
+        # first caller waiting out its whole timeout).
+        self._ended = ended = self._ended or asyncio.Event()
         try:
             await asyncio.wait_for(ended.wait(), timeout_ms / 1000)
         except asyncio.TimeoutError:

@@ -30,6 +30,9 @@ def confirm(rt):
     """Online with the runtime whose status map is `rt` (on trial): keep it."""
     rt.pop("trial", None)
     m = read_json(MARK)
+    if m.get("slot") != rt["slot"]:     # unreadable now, or changed since boot:
+        log("runtime marker unreadable; slot %s not confirmed" % rt["slot"])
+        return                          # never write one that names no slot
     m["state"] = "ok"
     m.pop("tries", None)
     write_json(MARK, m)

@@ -416,7 +416,7 @@ class Board:
                     # Once a push is over (its transfer code already unloaded
                     # after 30 idle s, deploy.py) the push code itself goes
                     # too, until the next.
-                    if d.rx is None and not d.stmts and not self._pending and \
+                    if d.rx is None and not d.ended and not d.stmts and not self._pending and \
                             "node.core.transfer" not in sys.modules:
                         self._deploy_bad += d.bad
                         del self.parts["deploys"]

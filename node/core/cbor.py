@@ -5,7 +5,8 @@
 # covers the subset the mesh uses: ints, bytes, text, arrays, maps, bool,
 # None and floats.  `dumps(obj)` is deterministic (RFC 7049 canonical:
 # shortest heads, map keys sorted by encoded length then bytes),
-# byte-identical to `cbor2.dumps(obj, canonical=True)` for that subset;
+# byte-identical to `cbor2.dumps(obj, canonical=True)` for that subset but
+# floats (always 8 bytes here; cbor2 shortens them);
 # signatures rely on it.  On CPython cbor_fast.py swaps in the fast Rust
 # `cbor2` for loads/dumps (keeping these as pure_loads/pure_dumps), so none
 # of its code or names cost a board's heap.

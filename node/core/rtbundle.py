@@ -38,7 +38,8 @@ def check_path(p):
     for part in parts:
         if part in ("", ".", "..") or any(c not in _PATH_CHARS for c in part):
             raise BundleError("bad bundle file path %r" % p)
-    if parts[0] in RESERVED or parts[0].startswith("rtboot"):
+    top = parts[0].lower()      # FAT (a board's optional filesystem) ignores case
+    if top in RESERVED or top.startswith("rtboot"):
         raise BundleError("bundle may not write %r" % p)
     return p
 

@@ -71,3 +71,29 @@ def test_semver_order():
     assert p("1.0.0+build.5") == p("1.0.0")
     for bad in ["", "1", "1.0", "01.0.0", "1.0.0-", "a.b.c", "1.0.0-a..b", None]:
         raises(pk.PackageError, p, bad)
+
+
+def test_bad_version_numbers_limits_and_names_are_refused():
+    # parse_version's numbers: plain ASCII digits, no sign, space, "_" or
+    # leading zero; a PackageError for each (never another exception).
+    for v in ("01.0.0", "1.+2.0", "1.-0.0", "1. 2.0", " 1.0.0", "1.2_0.0", "1.x.0", "1..0",
+              "1.\u00b2.0", "1.\u0661.0"):
+        raises(pk.PackageError, pk.parse_version, v)
+    assert pk.parse_version("10.0.7") == (10, 0, 7, 1, ())
+    m = pk.make_manifest("demo", "1.0.0", TINY_WASM)
+    # Every limit pkgmake writes is checked by package.check_manifest.
+    for k in pk.DEFAULT_LIMITS:
+        for bad in (-1, "1", None, 1 << 41):
+            m2 = dict(m)
+            m2["limits"] = dict(m["limits"])
+            m2["limits"][k] = bad
+            raises(pk.PackageError, pk.check_manifest, m2)
+    for k, v in [("ports", [""]), ("ports", ["p" * 65]), ("ports", [1]), ("emit", [""]),
+                 ("emit", ["a/#"]), ("emit", ["e" * 256]), ("subscribe", ["#/a"]),
+                 ("subscribe", "a/b"), ("ports", ["p"] * 65)]:
+        m2 = dict(m)
+        m2[k] = v
+        raises(pk.PackageError, pk.check_manifest, m2)
+    m2 = dict(m)
+    m2["ports"], m2["emit"] = ["p" * 64], ["e" * 255]
+    assert pk.check_manifest(m2) is m2

@@ -50,7 +50,8 @@ def test_never_a_module_and_never_a_runtime():
 
 def test_paths_and_sizes_checked():
     for bad in ("../x", "/lib/x", "lib//x", "main.py", "aegis.json", "rt_b/lib/x",
-                "rtboot.json", "certs/ca.crt", "lib/a b", "lib/./x", ""):
+                "rtboot.json", "rtboot.py", "MAIN.PY", "RtBoot.py", "Certs/ca.crt",
+                "certs/ca.crt", "lib/a b", "lib/./x", ""):
         raises(R.BundleError, make, files=[(bad, b"x")])
     raises(R.BundleError, make, files=[("lib/x", b"1"), ("lib/x", b"2")])
     raises(R.BundleError, make, files=[])
