@@ -37,7 +37,8 @@ def test_core_tests_pass_on_micropython():
 def test_core_imports_nothing_above_it():
     """Arrows point down: node/core imports only itself and what MicroPython has."""
     # "os" only for os.urandom in cbor_fast.py (CPython only); no file I/O.
-    # "sys" only for sys.implementation (cbor.py picks cbor2 on CPython).
+    # "sys" only for sys.implementation (cbor.py picks cbor2 on CPython,
+    # transfer.py its hash piece size).
     allowed = {"os", "hashlib", "struct", "ustruct", "binascii", "io", "cbor2", "time", "micropython",
                "array", "collections", "errno", "sys"}
     for path in glob.glob(os.path.join(ROOT, "node/core/*.py")):

@@ -23,6 +23,7 @@
 # T.Complete still work (the module __getattr__ at the end, PEP 562).
 import binascii
 import hashlib
+import sys
 from node.core import cbor
 
 try:
@@ -36,9 +37,10 @@ MAX_CHUNK = 65536
 MAX_RANGES = 128        # per want/ack; more holes are fetched on later passes
 MAX_WIN = 1024
 _MAX_MSG = const(65536 + 512)   # MAX_CHUNK + the CBOR of a chunk message, generously
-# Hashing a whole package reads it back in pieces this big: bounded memory,
-# and a board's fragmented heap may have no larger contiguous block.
-_HASH_PIECE = const(2048)
+# Hashing a whole package reads it back in pieces: bounded memory, and a
+# board's fragmented heap may have no larger contiguous block than 2 KiB;
+# a gateway takes 16 KiB at a time (each piece is one store read).
+_HASH_PIECE = 2048 if sys.implementation.name == "micropython" else 16384
 
 
 class TransferError(ValueError):
