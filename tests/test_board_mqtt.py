@@ -293,19 +293,25 @@ asyncio.run(main())
 """ % ROOT
 
 
-@pytest.mark.parametrize("interp", [MICROPYTHON, sys.executable], ids=["micropython", "cpython"])
-def test_stop_cuts_the_backoff_short(tmp_path, interp):
+def _run_against_a_closed_port(tmp_path, interp, script):
+    """Run `script` (argv[1]: a loopback port nothing listens on, so every
+    connect is refused) on `interp`; its last stdout line, as JSON."""
     import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-    s.close()               # nothing listens there: every connect is refused
-    path = tmp_path / "stop_script.py"
-    path.write_text(STOP_SCRIPT)
+    s.close()
+    path = tmp_path / "script.py"
+    path.write_text(script)
     cmd = [interp] + (["-X", "heapsize=" + HEAP] if interp == MICROPYTHON else [])
     r = subprocess.run(cmd + [str(path), str(port)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("interp", [MICROPYTHON, sys.executable], ids=["micropython", "cpython"])
+def test_stop_cuts_the_backoff_short(tmp_path, interp):
+    out = _run_against_a_closed_port(tmp_path, interp, STOP_SCRIPT)
     # The first connect failed; the backoff (15..30 s) ended at stop().
     assert out["ev"] == "LinkDown" and out["kind"] == "net", out
     assert out["ended"] and out["done"], out
@@ -348,17 +354,7 @@ asyncio.run(main())
 
 @pytest.mark.parametrize("interp", [MICROPYTHON, sys.executable], ids=["micropython", "cpython"])
 def test_two_publish_waits_on_a_full_window_do_not_spin(tmp_path, interp):
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()               # nothing listens there: the link stays down
-    path = tmp_path / "wait_script.py"
-    path.write_text(WAIT_SCRIPT)
-    cmd = [interp] + (["-X", "heapsize=" + HEAP] if interp == MICROPYTHON else [])
-    r = subprocess.run(cmd + [str(path), str(port)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = _run_against_a_closed_port(tmp_path, interp, WAIT_SCRIPT)   # the link stays down
     assert out["first"] == 1 and out["ev"] == "LinkDown", out
     assert out["waiting"] == [True, True] and out["ended"], out
     # Each waiter retried at most a few times after the one wakeup, not in a loop.
