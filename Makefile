@@ -69,7 +69,11 @@ test: setup check-modules firmware
 demo: setup
 	@$(VPY) -m host_sim.demo
 
+# Node.js runs the 32-bit MicroPython (webassembly port) the `boards`
+# section measures heap on (bench/board32.py fetches it from npm, pinned).
 bench: setup
+	@$(MAKE) --no-print-directory sysdeps EXTRA_PKGS="nodejs"
+	@$(VPY) bench/board32.py
 	@$(VPY) bench/run.py
 
 clean:

@@ -18,7 +18,12 @@ pty with mpremote, on a real Mosquitto with a real `aegis proxy`.
 (c) flash: `aegis flash --board unix --no-start` (mpy-cross build + one
     mpremote session) vs plain `mpremote connect PTY resume fs cp` of the
     same files in one session.  Ratio, median of the rounds.
-Note: the Unix port is 64-bit, so every object is about twice a Pico's.
+(d) the same heap figures (_32bit) on a 32-bit MicroPython, the word size
+    of a Pico W or an ESP32: the webassembly port under Node.js
+    (bench/board32.py), booting plain .mpy files as stock board firmware
+    (no ROMFS partition) does, so its bytecode counts in its heap.
+Note: the Unix port is 64-bit: its objects and GC blocks are twice a
+Pico's, but bytecode in the heap is not (see (d)).
 """
 import fcntl
 import os
@@ -63,46 +68,81 @@ def _code_heap():
     return int(r.stdout.strip())
 
 
-def _heaps(ctx):
+def _push_64k(op, d, broker, node):
+    """Push a 64 KiB module (the facts example, padded) to `node` with
+    `aegis push`; the push's wall time in seconds."""
+    from conftest import example
+    t, wasm = example("facts")
+    pkg = os.path.join(d, "big.pkg")
+    with open(pkg, "wb") as f:
+        f.write(op.pack("facts", "1.0.0", pad_wasm(wasm, 64 * 1024), t["subscribe"],
+                        t["emit"], t["ports"]))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "node.cli.main", "push", pkg, "--to", node,
+                        "--broker", broker.url, "--fleet", "test", "--timeout", "180"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=240)
+    if r.returncode != 0:
+        raise RuntimeError("push to %s failed: %s" % (node, r.stderr[-800:]))
+    return time.perf_counter() - t0
+
+
+def _running(sub, node):
+    return _wait(lambda: [m for m in _status(sub, node).get("modules", [])
+                          if m["state"] == "running"] and _status(sub, node), 60,
+                 "status after the push")
+
+
+def _idle(sub, node):
+    # Steady state with the module: the push code is unloaded after 30
+    # idle seconds (node/board/deploy.py), so read a status from after that.
+    after = (time.time() + _IDLE_S) * 1000
+    return _wait(lambda: _status(sub, node).get("ts", 0) > after and _status(sub, node),
+                 _IDLE_S + 30, "status with the module, idle")
+
+
+def _heaps(ctx, bits):
+    """Boot, push a 64 KiB module, idle: the heap at each step.  64: the
+    flashed Unix board, its own probe (heap_probe) in its status; 32: the
+    board of bench/board32.py, sampled by its driver (the runtime's probe
+    reads too high there)."""
+    import board32
     from broker import Broker, Subscriber
-    from conftest import Signer, example
+    from conftest import Signer
     from host_sim.boards import ProxyHost, UnixBoard
-    d = ctx.mkdtemp("boards-heap")
+    d = ctx.mkdtemp("boards-heap%d" % bits)
+    node = "bench-b%d" % bits
     b = Broker(os.path.join(d, "broker")).start()
     op = Signer(os.path.join(d, "op"))
     sub = board = proxy = None
     try:
         sub = Subscriber(b, "aegis/test/node/#")
-        board = UnixBoard("bench-b", os.path.join(d, "board"), b.url, [op.pub],
-                          extra={"heap_probe": True, "status_ms": 1000,
-                                 "engine": "proxy"}).start()
-        board.flash()
-        st = _wait(lambda: _status(sub, "bench-b").get("counts", {}).get("heap") and
-                   _status(sub, "bench-b"), 60, "board status")
-        boot = st["counts"]["heap"]
-        code = _code_heap()
-        proxy = ProxyHost("bench-gw", os.path.join(d, "gw"), b.url, [op.pub], ["bench-b"]).start()
-        t, wasm = example("facts")
-        pkg = os.path.join(d, "big.pkg")
-        with open(pkg, "wb") as f:
-            f.write(op.pack("facts", "1.0.0", pad_wasm(wasm, 64 * 1024), t["subscribe"],
-                            t["emit"], t["ports"]))
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "node.cli.main", "push", pkg, "--to", "bench-b",
-                            "--broker", b.url, "--fleet", "test", "--timeout", "180"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=240)
-        push_s = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise RuntimeError("push to the board failed: %s%s" % (r.stderr, board.console()[-800:]))
-        st = _wait(lambda: [m for m in _status(sub, "bench-b").get("modules", [])
-                            if m["state"] == "running"] and _status(sub, "bench-b"), 60,
-                   "status after the push")
-        # Steady state with the module: the push code is unloaded after 30
-        # idle seconds (node/board/deploy.py), so read a status from after that.
-        after = (time.time() + _IDLE_S) * 1000
-        mod = _wait(lambda: _status(sub, "bench-b").get("ts", 0) > after and
-                    _status(sub, "bench-b"), _IDLE_S + 30, "status with the module, idle")
-        return boot, code, st["counts"]["heap_peak"], push_s, mod["counts"]["heap"]
+        extra = {"status_ms": 1000, "engine": "proxy"}
+        if bits == 64:
+            board = UnixBoard(node, os.path.join(d, "board"), b.url, [op.pub],
+                              extra=dict(extra, heap_probe=True)).start()
+            board.flash()
+            st = _wait(lambda: _status(sub, node).get("counts", {}).get("heap") and
+                       _status(sub, node), 60, "board status")
+            r = {"bare": _bare_heap(), "boot": st["counts"]["heap"], "code": _code_heap()}
+        else:
+            tree = board32.build(node, os.path.join(d, "board"), b.url, [op.pub], extra)
+            board = board32.Board32(tree).start()
+            r = {"bare": board.bare()}
+            _wait(lambda: _status(sub, node).get("online"), 60, "32-bit board status")
+            r["boot"] = board.heap()[0]
+        proxy = ProxyHost("gw-%d" % bits, os.path.join(d, "gw"), b.url, [op.pub],
+                          [node]).start()
+        r["push_s"] = _push_64k(op, d, b, node)
+        st = _running(sub, node)
+        if bits == 64:
+            r["peak"] = st["counts"]["heap_peak"]
+            r["module"] = _idle(sub, node)["counts"]["heap"]
+        else:
+            _, r["peak"], mods = board.heap()
+            r["bytecode"] = board32.bytecode(tree, mods)
+            _idle(sub, node)
+            r["module"] = board.heap()[0]
+        return r
     finally:
         for x in (proxy, board, sub):
             if x is not None:
@@ -150,24 +190,37 @@ def _key(d):
 
 def run(ctx):
     out = []
-    bare = _bare_heap()
-    boot, code, peak, push_s, module = _heaps(ctx)
-    note = "Unix port x64 (objects ~2x a Pico's); bytecode in place from ROMFS"
-    out.append(result(SECTION, "heap_boot", boot / 1024, "KiB", bare / 1024,
-                      "bare interpreter", target("<=", 48), note=note))
-    out.append(result(SECTION, "heap_boot_code", code / 1024, "KiB", bare / 1024,
-                      "bare interpreter",
-                      note="of heap_boot: importing the runtime (bytecode runs from ROMFS)"))
-    out.append(result(SECTION, "heap_boot_data", (boot - code) / 1024, "KiB", bare / 1024,
-                      "bare interpreter", target("<=", 48),
-                      note="of heap_boot: the runtime's data (buffers, outbox, dedup, bus)"))
-    out.append(result(SECTION, "heap_push_peak_64k", peak / 1024, "KiB", bare / 1024,
-                      "bare interpreter", target("<=", 48),
-                      note="64 KiB module, 1 KiB chunks, push took %.1f s" % push_s))
-    out.append(result(SECTION, "heap_module", module / 1024, "KiB", bare / 1024,
-                      "bare interpreter",
-                      note="one proxied module running, idle, push code unloaded: what a "
-                           "board runs with (heap_boot has no module, so no event code)"))
+    h = _heaps(ctx, 64)
+
+    def row(metric, v, tgt=None, note=""):     # KiB, against h's bare interpreter
+        out.append(result(SECTION, metric, v / 1024, "KiB", h["bare"] / 1024,
+                          "bare interpreter", tgt, note=note))
+    row("heap_boot", h["boot"], target("<=", 48),
+        "Unix port x64 (objects ~2x a Pico's); bytecode in place from ROMFS")
+    row("heap_boot_code", h["code"],
+        note="of heap_boot: importing the runtime (bytecode runs from ROMFS)")
+    row("heap_boot_data", h["boot"] - h["code"], target("<=", 48),
+        "of heap_boot: the runtime's data (buffers, outbox, dedup, bus)")
+    row("heap_push_peak_64k", h["peak"], target("<=", 48),
+        "64 KiB module, 1 KiB chunks, push took %.1f s" % h["push_s"])
+    row("heap_module", h["module"],
+        note="one proxied module running, idle, push code unloaded: what a board runs "
+             "with (heap_boot has no module, so no event code)")
+    import board32
+    try:
+        h = _heaps(ctx, 32)
+    except board32.Unavailable as e:
+        ctx.log("  boards: 32-bit rows skipped: %s" % e)
+    else:
+        note = ("MicroPython webassembly port, 32-bit like a Pico W; plain .mpy, bytecode in "
+                "the heap, as on stock firmware (no ROMFS partition)")
+        row("heap_boot_32bit", h["boot"], target("<=", 48), note)
+        row("heap_push_peak_64k_32bit", h["peak"], target("<=", 48),
+            "as heap_push_peak_64k; push took %.1f s; %s" % (h["push_s"], note))
+        row("heap_push_peak_64k_32bit_bytecode", h["bytecode"],
+            note="of heap_push_peak_64k_32bit: the bytecode of the modules loaded then "
+                 "(counted in their .mpy files), which a ROMFS partition keeps out of the heap")
+        row("heap_module_32bit", h["module"], note="as heap_module; " + note)
     ours, raw, n = _flash_times(ctx)
     out.append(result(SECTION, "flash", median(ours), "s", median(raw), "mpremote cp",
                       samples=ours, note="%d files over a pty; ours includes mpy-cross" % n))

@@ -101,12 +101,15 @@ def _events(ctx, mode):
     from host_sim.boards import ProxyHost, UnixBoard
     from node.core import envelope as E
     d = ctx.mkdtemp("native-" + mode)
-    b = Broker(os.path.join(d, "broker")).start()
+    # No Nagle on the broker's sockets nor on the bench's paho client: with
+    # it, each event waited up to 40 ms for a delayed ACK somewhere between
+    # them (50-750 events/s from run to run), and the board sat idle.
+    b = Broker(os.path.join(d, "broker"), extra="set_tcp_nodelay true\n").start()
     op = Signer(os.path.join(d, "op"))
     sub = board = proxy = None
     node = "bn-" + mode
     try:
-        sub = Subscriber(b, "aegis/test/#")
+        sub = Subscriber(b, "aegis/test/#", nodelay=True)
         extra = {"engine": "proxy"} if mode == "proxy" else {}
         board = UnixBoard(node, os.path.join(d, "board"), b.url, [op.pub], heap="256K",
                           extra=extra).start()

@@ -1,6 +1,7 @@
 """A real Mosquitto broker for tests: free port on 127.0.0.1, generated
 config with persistence, stop/kill/restart on the SAME port."""
 import os
+import socket
 import time
 
 import pytest
@@ -67,10 +68,13 @@ def broker(tmp_path):
 class Subscriber:
     """A plain paho client recording (topic, payload) of what it receives."""
 
-    def __init__(self, broker, *filters):
+    def __init__(self, broker, *filters, nodelay=False):
         import paho.mqtt.client as mqtt
         self.msgs = []
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if nodelay:     # paho leaves Nagle on: a bench timing round trips turns it off
+            self.c.on_socket_open = lambda c, u, s: s.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.c.on_message = lambda c, u, m: self.msgs.append((m.topic, m.payload))
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe([(x, 1) for x in filters])
         self.subscribed = False

@@ -279,6 +279,7 @@ def test_broker_config_cli_and_the_shipped_samples(tmp_path):
     assert "user operator\ntopic readwrite aegis/home/#" in acl
     conf = (out / "aegis.conf").read_text()
     assert "require_certificate true" in conf and "use_identity_as_username true" in conf
+    assert "\nset_tcp_nodelay true\n" in conf     # no 40 ms Nagle stalls (docs/MESH.md)
     # The files shipped for the Raspberry Pi gateway are exactly this output.
     sample = os.path.join(ROOT, "boards", "rpi-gateway", "mosquitto")
     for name in ("aegis.acl", "aegis.conf"):

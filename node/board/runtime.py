@@ -120,12 +120,14 @@ class Board:
         self.link_error = None
         self._link_logged = None
         from node.board.mqtt_async import MQTTLink
+        # max_events: reading stops at 4 messages not handled yet; more
+        # wait in the TCP stack, outside the heap (up to max_packet each).
         self.link = MQTTLink(
             host, int(port), "aegis-%s-%s" % (self.fleet, self.id),
             tls=(m["ca"], m.get("cert"), m.get("key")) if tls else None,
             subscriptions=[(t, 1) for t in self.t_deploy], clean_session=False, write_max=2048,
             keepalive=int(m.get("keepalive", 30)), username=m.get("username"),
-            password=m.get("password"), max_inflight=8,
+            password=m.get("password"), max_inflight=8, max_events=4,
             max_packet=max(int(m.get("max_packet", 8192)), self.chunk + 1024),
             will=(self.t_status, self._status(False), 1, True),
             backoff_ms=(int(m.get("backoff_min_ms", 500)), int(m.get("backoff_max_ms", 30000))))

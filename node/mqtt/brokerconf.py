@@ -113,7 +113,11 @@ def mosquitto_conf(etc, cert_port=8883, password_port=8884, bind=None, plain_por
     where = (" " + bind) if bind else ""
     out = ["# Mosquitto 2.x for an aegis fleet, written by `aegis broker-config`.",
            "# Include from /etc/mosquitto/mosquitto.conf or pass with -c.",
-           "per_listener_settings true", ""]
+           "per_listener_settings true",
+           "# No Nagle on the broker's sockets: pushes, PUBACKs and events are small",
+           "# request/response packets, and with Nagle each waits for the client's",
+           "# delayed ACK of the one before, up to 40 ms (docs/MESH.md).",
+           "set_tcp_nodelay true", ""]
     if cert_port:
         out += ["# Nodes and operators with a certificate from the fleet CA",
                 "# (`aegis ca issue NAME`): the CN is the user name.",
