@@ -18,7 +18,7 @@ import sys
 import time
 import tomllib
 
-from node import romfs
+from node import flash_fw, romfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOARDS = os.path.join(ROOT, "boards")
@@ -54,8 +54,20 @@ def _raw_pub(path):
     return keys.raw_public(keys.load_public(path)).hex()
 
 
-def board_config(board, cfg_path):
-    """The JSON config a board boots from, built from a node TOML config."""
+# What a board's config may hold; anything else is reported, not passed on
+# (a gateway's store_dir or [proxy] means nothing on a board, and a typo
+# such as keep_alive would otherwise be dropped without a word).
+_OPTIONAL = (("max_package", int), ("heap_probe", bool), ("engine", str), ("status_ms", int),
+             ("native_max_wasm", int), ("outbox_bytes", int), ("native_mem", int),
+             ("native_stack", int), ("runtime_confirm_s", int))
+_KNOWN = {"node_id", "fleet", "trusted_keys", "chunk", "mqtt", "wifi"} | {k for k, _ in _OPTIONAL}
+_KNOWN_MQTT = {"url", "username", "password", "password_file", "ca", "cert", "key", "groups",
+               "keepalive", "max_packet", "backoff_min_ms", "backoff_max_ms"}
+
+
+def board_config(board, cfg_path, warn=None):
+    """The JSON config a board boots from, built from a node TOML config.
+    `warn(text)` hears of keys a board does not use (dropped)."""
     try:
         with open(cfg_path, "rb") as f:
             c = tomllib.load(f)
@@ -87,10 +99,7 @@ def board_config(board, cfg_path):
         "ports": board.get("ports", {}),
     }
     # Optional tuning, passed through when the node's config sets them.
-    for k, typ in (("max_package", int), ("heap_probe", bool), ("engine", str), ("status_ms", int),
-                   ("native_max_wasm", int), ("outbox_bytes", int),
-                   ("native_mem", int), ("native_stack", int),
-                   ("runtime_confirm_s", int)):
+    for k, typ in _OPTIONAL:
         if k in c:
             if not isinstance(c[k], typ):
                 raise FlashError("%s: %r must be %s" % (cfg_path, k, typ.__name__))
@@ -110,13 +119,18 @@ def board_config(board, cfg_path):
         except CertError as e:
             raise FlashError(str(e))
         files.update(certs)
-        out["mqtt"] = m
+        out["mqtt"] = {k: v for k, v in m.items() if k in _KNOWN_MQTT}
     if board.get("wifi"):
         w = c.get("wifi")
         if not isinstance(w, dict) or not isinstance(w.get("ssid"), str):
             raise FlashError("board %s needs [wifi] ssid = \"...\" and password in %s"
                              % (board["name"], cfg_path))
         out["wifi"] = {"ssid": w["ssid"], "password": str(w.get("password", ""))}
+    unused = sorted(k for k in c if k not in _KNOWN)
+    if isinstance(mq, dict):
+        unused += sorted("mqtt." + k for k in mq if k not in _KNOWN_MQTT)
+    if unused and warn is not None:
+        warn("WARNING: %s: not used on a board, left out: %s" % (cfg_path, ", ".join(unused)))
     return out, files
 
 
@@ -398,7 +412,7 @@ def _fresh_boot(port, log, wait_s=15.0):
 def flash(board_name, port, cfg_path, build_dir=None, start=True, log=print):
     t0 = time.monotonic()
     board = load_board(board_name)
-    cfg, files = board_config(board, cfg_path)
+    cfg, files = board_config(board, cfg_path, warn=log)
     out_dir = build_dir or os.path.join(ROOT, "build", "flash", board_name)
     # Two flashes at once (tests in parallel, two boards on one host) must
     # not rebuild the files the other is copying: one at a time per dir.
@@ -408,14 +422,14 @@ def flash(board_name, port, cfg_path, build_dir=None, start=True, log=print):
         return _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0)
 
 
-def _deploy_romfs(port, out_dir, log, unix=False):
+def _deploy_romfs(port, out_dir, log, unix=False, first=()):
     """Writes the runtime's ROMFS image into the board's ROMFS partition if
     its firmware has one that fits; returns the mpremote commands that
     finish the layout (remove plain runtime files, or copy them when the
-    image could not go on)."""
+    image could not go on).  `first`: commands for the probe's session."""
     img = rom_dir(out_dir) + ".img"
     need = os.path.getsize(img)
-    have = romfs.partition_size(lambda c: mpremote(port, unix, c, log, timeout=60))
+    have = romfs.partition_size(lambda c: mpremote(port, unix, list(first) + c, log, timeout=60))
     if have >= need:
         log("      deploying the runtime's ROMFS image (%d KiB) into the board's %d KiB ROMFS "
             "partition" % (need // 1024, have // 1024))
@@ -437,14 +451,24 @@ def _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0):
     cmds = copy_commands(out_dir)
     if not unix:
         _fresh_boot(port, log)
-    if os.path.exists(os.path.join(out_dir, romfs.IMAGE)):
-        cmds += ["exec", romfs.RM_PLAIN, "+"]   # plain files would shadow the image
-    elif board.get("romfs") == "partition":
-        cmds += _deploy_romfs(port, out_dir, log, unix)
-    cmds = ["exec", _reset_slot(out_dir), "+"] + cmds
-    n_files = cmds.count("cp")
-    log("[2/3] copying %d files to %s with mpremote" % (n_files, port))
-    mpremote(port, unix, cmds[:-1], log)
+    # The firmware check runs first in the first session on the board,
+    # before anything there changes (node/flash_fw.py).
+    check = ["exec", flash_fw.check_code(board), "+"]
+    try:
+        if os.path.exists(os.path.join(out_dir, romfs.IMAGE)):
+            cmds += ["exec", romfs.RM_PLAIN, "+"]   # plain files would shadow the image
+        elif board.get("romfs") == "partition":
+            cmds += _deploy_romfs(port, out_dir, log, unix, first=check)
+            check = []
+        cmds = check + ["exec", _reset_slot(out_dir), "+"] + cmds
+        n_files = cmds.count("cp")
+        log("[2/3] copying %d files to %s with mpremote" % (n_files, port))
+        mpremote(port, unix, cmds[:-1], log)
+    except FlashError as e:
+        why = flash_fw.explain(str(e), board, port)
+        if why is None:
+            raise
+        raise FlashError(why) from None
     log("[3/3] %s" % ("starting the runtime" if unix else "resetting the board"))
     if start:
         if unix:
