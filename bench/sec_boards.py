@@ -10,8 +10,9 @@ pty with mpremote, on a real Mosquitto with a real `aegis proxy`.
     loaded the event, proxy, ports or push code; heap_module is the same
     board later, one module running, idle.
 (b) heap_push_peak: the largest gc.mem_alloc() (after gc.collect(), sampled
-    after every MQTT message) while a 64 KiB module is pushed in 1 KiB
-    chunks into flash, verified and handed to the proxy.  Target <= 48 KiB.
+    after every MQTT message and every 16 steps of the signature check)
+    while a 64 KiB module is pushed in 1 KiB chunks into flash, verified
+    and handed to the proxy.  Target <= 48 KiB.
     Also split: heap_boot_code (firmware/main.py up to starting the runtime:
     the objects the imported code creates, qstrs included; its bytecode
     stays in the image) and heap_boot_data (the rest).
@@ -21,7 +22,9 @@ pty with mpremote, on a real Mosquitto with a real `aegis proxy`.
 (d) the same heap figures (_32bit) on a 32-bit MicroPython, the word size
     of a Pico W or an ESP32: the webassembly port under Node.js
     (bench/board32.py), booting plain .mpy files as stock board firmware
-    (no ROMFS partition) does, so its bytecode counts in its heap.
+    (no ROMFS partition) does, so its bytecode counts in its heap.  Its
+    driver samples between asyncio steps, so not inside the signature
+    check (one step), where the 64-bit board's push peaks.
 Note: the Unix port is 64-bit: its objects and GC blocks are twice a
 Pico's, but bytecode in the heap is not (see (d)).
 """

@@ -178,14 +178,16 @@ class Deploys:
                 break
             t = type(ev).__name__
             if t == "Complete":
-                done.append(ev)
+                # Plain values: a Complete would keep transfer_recv's code
+                # alive (through its class) during the check.
+                done.append((ev.tid, ev.store_name, ev.size))
             elif t == "Started":
                 log("receiving %s@%s: %d bytes, %d/%d chunks held"
                     % (ev.name, ev.version, ev.size, ev.have, ev.n))
         self.out()
-        del rx
-        for c in done:
-            self._complete(c)
+        del rx, T       # _complete may unload the codec: nothing here holds it
+        for tid, name, size in done:
+            self._complete(tid, name, size)
 
     def _late(self, m):
         """A message for a package already complete here: an offer (the
@@ -244,23 +246,29 @@ class Deploys:
             return "running (%s, already active)" % rec["mode"]
         return None
 
-    def _complete(self, c):
+    def _complete(self, tid, name, size):
         b = self.b
-        if self.rx is not None and self.rx.active() == [c.tid]:
+        if self.rx is not None and self.rx.active() == [tid]:
             # Nothing else arriving: the Receiver's code goes before the
             # verifier's and the engine's load; progress is on flash.
             self.bad += self.rx.bad
             self.rx = None
-            unload("node.core.transfer_recv")
+            # The codec too unless a handover is sending (it loads it again):
+            # the check below is the push's largest moment.
+            p = b.parts.get("proxy")
+            unload("node.core.transfer_recv",
+                   *(() if p is not None and p.busy() else ("node.core.transfer",)))
         gc.collect()
-        if b.store.read_at(c.store_name, 0, 8) == b"AEGISRT1":    # a runtime bundle
+        if b.store.read_at(name, 0, 8) == b"AEGISRT1":    # a runtime bundle
             from node.board import rtupdate
-            return rtupdate.complete(self, c)
+            return rtupdate.complete(self, tid, name)
         from node.board import verify
         from node.core import package as pk
         try:
             feed = b.wdt.feed if b.wdt is not None else None
-            hdr = verify.check(b.store, c.store_name, verify.verifiers(b.keys, feed))
+            if feed is None and b.cfg.get("heap_probe"):
+                feed = b._probe     # the bench's heap probe samples inside the check too
+            hdr = verify.check(b.store, name, verify.verifiers(b.keys, feed))
             cur = b.mods.get(hdr.name)
             if cur is not None and pk.parse_version(hdr.version) < pk.parse_version(cur["v"]):
                 raise pk.PackageError("%s@%s is older than the active %s; refusing a downgrade"
@@ -274,16 +282,16 @@ class Deploys:
             log("refused pushed package:", e)
             b.counts["deploy_refused"] += 1
             b._status_due = True    # operators see the refusal count
-            self.finish(c.tid, False, str(e))
+            self.finish(tid, False, str(e))
         finally:
             del verify, pk
             unload("node.board.verify", "node.board.ed25519", "node.core.package")
         if hdr is None:
             return
         pkg = "pkgs/%s@%s.pkg" % (hdr.name, hdr.version)
-        b.store.rename(c.store_name, pkg)
+        b.store.rename(name, pkg)
         rec = record(hdr, pkg)
-        rec["tid"], rec["state"] = c.tid, "starting"
+        rec["tid"], rec["state"] = tid, "starting"
         b._pending["%s@%s" % (hdr.name, hdr.version)] = rec
-        log("package %s@%s verified (%d bytes)" % (hdr.name, hdr.version, c.size))
-        b.run(rec, c.tid)
+        log("package %s@%s verified (%d bytes)" % (hdr.name, hdr.version, size))
+        b.run(rec, tid)

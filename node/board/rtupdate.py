@@ -38,29 +38,29 @@ def _mkdirs(d):
             pass
 
 
-def complete(dep, c):
+def complete(dep, tid, name):
     b = dep.b
     feed = b.wdt.feed if b.wdt is not None else None
     try:
         try:
-            hdr = _check(b, c.store_name, feed)
+            hdr = _check(b, name, feed)
         finally:
             unload("node.board.verify", "node.board.ed25519", "node.core.package",
                    "node.core.rtbundle")
         m = hdr.manifest
         if m["version"] == b.rt["v"]:
-            b.store.delete(c.store_name)
-            return dep.finish(c.tid, True, "runtime %s already active" % m["version"])
+            b.store.delete(name)
+            return dep.finish(tid, True, "runtime %s already active" % m["version"])
         new = "b" if b.rt["slot"] == "a" else "a"
-        _unpack(b, c.store_name, m, hdr.offset, new, feed)
+        _unpack(b, name, m, hdr.offset, new, feed)
     except Exception as e:      # BundleError, PackageError, OSError (flash full), MemoryError
         log("refused runtime bundle:", e)
         b.counts["deploy_refused"] += 1
         b._status_due = True
-        dep.finish(c.tid, False, str(e))
+        dep.finish(tid, False, str(e))
         unload("node.board.rtupdate", "node.board.rtslot")
         return
-    b.store.delete(c.store_name)
+    b.store.delete(name)
     # The switch: one atomic rename.  A reset from here on boots the new
     # slot on trial; before it, the old slot as if nothing happened.
     S.write_json(S.MARK, {"slot": new, "prev": b.rt["slot"], "v": m["version"],
@@ -68,7 +68,7 @@ def complete(dep, c):
     gc.collect()
     log("runtime %s verified and unpacked into slot %s (%d bytes, heap peak %d); restarting"
         % (m["version"], new, m["size"], max(b.heap_peak, gc.mem_alloc())))
-    dep.finish(c.tid, True, "runtime %s installed in slot %s; restarting into it"
+    dep.finish(tid, True, "runtime %s installed in slot %s; restarting into it"
                % (m["version"], new))
     b.restart_why = "runtime update to %s" % m["version"]
     b.restart_at = b.now() + 200        # once the answer is acked (ticker)
