@@ -48,6 +48,7 @@ class MQTTLink:
                  backoff_ms=(250, 30000), connect_timeout_ms=10000,
                  max_events=16, read_size=512, write_max=0, tls=None, **client_kw):
         self.client = mqtt.Client(client_id, **client_kw)
+        self.client.drop_big = True         # a message over max_packet: counted, not a reconnect
         self.host = host
         self.port = port
         self.tls = tls                      # (ca, cert, key) DER paths, or None;

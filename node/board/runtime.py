@@ -322,7 +322,9 @@ class Board:
             if t is Message:
                 topic = ev.topic
                 try:
-                    if topic.startswith(self.ev_in):
+                    if ev.payload is None:      # over max_packet, skipped by the codec
+                        self.bad(topic, "over max_packet %d" % self.link.client.max_packet)
+                    elif topic.startswith(self.ev_in):
                         from node.board import events
                         events.on_envelope(self, topic, ev.payload)
                     elif topic in self.t_deploy:

@@ -94,6 +94,9 @@ class Client:
     _m5 = None
     receive_max = 0xFFFF
     server_max_packet = 0
+    # 3.1.1: a PUBLISH over max_packet arrives as a Message with payload
+    # None (its body skipped) instead of ending the connection (boards).
+    drop_big = False
 
     def __init__(self, client_id, keepalive=30, clean_session=False, will=None,
                  username=None, password=None, max_packet=_MAX_PACKET,

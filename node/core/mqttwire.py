@@ -41,6 +41,9 @@ _E_SUBACK = const(10)
 _E_SUBACK_CODE = const(11)
 _E_SUBACK_COUNT = const(12)
 _E_PINGRESP = const(13)
+# A PUBLISH over max_packet that a Client with drop_big skips: the start
+# of its body kept, for its topic and packet id.
+_KEEP = const(512)
 
 
 def _text(n):
@@ -223,22 +226,48 @@ def _feed(c, data):
                     return
                 continue
             if 1 + c._nlen + c._len > c.max_packet:
-                _error(c, _E_TOO_BIG, 1 + c._nlen + c._len, c.max_packet)
-                return
-            # The body gets its own exact-size buffer up front: no
-            # regrowth while a large packet trickles in.
-            c._buf = bytearray(c._len)
+                # A 3.1.1 broker cannot know our limit (MQTT 5 tells it):
+                # with drop_big a PUBLISH is skipped, not buffered, and
+                # reaches the app without payload, to count and ack --
+                # else the broker resends it on every reconnect.
+                if not (c.drop_big and c._head >> 4 == 3 and c.version == 4):
+                    _error(c, _E_TOO_BIG, 1 + c._nlen + c._len, c.max_packet)
+                    return
+                c._buf = bytearray(min(c._len, _KEEP))
+            else:
+                # The body gets its own exact-size buffer up front: no
+                # regrowth while a large packet trickles in.
+                c._buf = bytearray(c._len)
             c._n = 0
         else:
             k = min(n - i, c._len - c._n)
-            c._buf[c._n:c._n + k] = mv[i:i + k]
+            j = min(k, len(c._buf) - c._n)      # all of it unless skipping
+            if j > 0:
+                c._buf[c._n:c._n + j] = mv[i:i + j]
             c._n += k
             i += k
         if c._n == c._len:
             hdr, body = c._head, c._buf
             c._head = None
             c._buf = None
-            _handle(c, hdr, body)
+            if len(body) == c._len:
+                _handle(c, hdr, body)
+            else:
+                _dropped(c, hdr, body)
+
+
+def _dropped(c, hdr, body):
+    # The start of a PUBLISH too big to keep: its topic and packet id must
+    # be in it (else the connection ends, as without drop_big).
+    qos = (hdr >> 1) & 3
+    n = len(body)
+    tl = (body[0] << 8) | body[1] if n > 1 else n
+    if 2 + tl + (2 if qos else 0) > n:
+        return _error(c, _E_TOO_BIG, c._len, c.max_packet)
+    _handle(c, hdr, body[:2 + tl + (2 if qos else 0)])
+    ev = c._events[-1] if c._events else None
+    if type(ev) is Message:
+        ev.payload = None
 
 
 def _handle(c, hdr, data):
