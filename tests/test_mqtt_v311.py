@@ -126,3 +126,29 @@ def test_gateway_falls_back_to_mqtt_311(tmp_path, signer, broker):
         sub.close()
         g.stop()
         front.close()
+
+
+def test_on_311_a_message_over_the_gateways_limit_is_dropped_not_the_link(tmp_path, signer,
+                                                                          broker):  # noqa: F811
+    # MQTT 5 tells the broker our Maximum Packet Size; 3.1.1 cannot, and a
+    # QoS 1 message that ended the connection came back at every reconnect.
+    from node.mqtt.aio_link import MAX_IN
+    from test_mqtt import envelope
+    front = OldBrokerFront(broker.port)
+    sub = Subscriber(broker, "aegis/test/node/#")
+    g = mqtt_gw(tmp_path, signer, _Url(front.url))
+    try:
+        install_counter(g, signer, tmp_path)
+        sub.publish("aegis/test/ev/ext/sensor/a", b"\x00" * (MAX_IN + 1000))
+        wait_for(lambda: mqtt_stats(g)["errors"].get("too_big") == 1, what="dropped, counted")
+        assert "over %d bytes" % MAX_IN in mqtt_stats(g)["last_error"]
+        # Still connected on its first connection, and the next event gets in.
+        sub.publish("aegis/test/ev/ext/sensor/a", envelope("ext", 1, "sensor/a", b"\x01"))
+        wait_for(lambda: mqtt_stats(g)["received"] == 1, what="the next event")
+        assert mqtt_stats(g)["connected"]
+        assert g.logs().count('"mqtt connected"') == 1, g.logs()[-2000:]
+        assert "mqtt message dropped" in g.logs()
+    finally:
+        sub.close()
+        g.stop()
+        front.close()

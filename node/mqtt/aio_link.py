@@ -78,6 +78,10 @@ class AioLink:
                           password=password if username is not None else None,
                           max_packet=MAX_IN,
                           max_inflight=inflight + RESERVE, ping_timeout=10000, version=V5)
+        # On a 3.1.1 broker (which cannot be told MAX_IN) a bigger PUBLISH
+        # arrives without payload, dropped below, instead of ending the
+        # connection: it would come back at every reconnect.
+        self.c.drop_big = True
         self._tr = self._proto = None   # transport, protocol of the connection
         self._done = None               # future: the current connection ended
         self._why, self._again = None, False
@@ -251,7 +255,11 @@ class AioLink:
                 if acks:
                     self._acks(acks)
                     acks = []
-                self._call(on_message, ev.topic, bytes(ev.payload))
+                if ev.payload is None:
+                    self._error("dropped a message on %s: over %d bytes" % (ev.topic, MAX_IN),
+                                "too_big")
+                else:
+                    self._call(on_message, ev.topic, bytes(ev.payload))
                 # PUBACK once handled (as paho does after on_message): the
                 # broker holds back more than its window of unacked ones.
                 self.c.ack(ev)

@@ -101,8 +101,9 @@ class Mesh:
         now = time.monotonic()
         if text != self._err_logged[0] or now - self._err_logged[1] >= 60:
             self._err_logged = (text, now)
-            self.log("error", "mqtt denied a publish" if kind == "denied"
-                     else "mqtt connect failed; retrying", url=self.cfg.url, kind=kind,
+            self.log("error", {"denied": "mqtt denied a publish",
+                               "too_big": "mqtt message dropped"}.get(
+                         kind, "mqtt connect failed; retrying"), url=self.cfg.url, kind=kind,
                      error=text, count=self._errors[kind])
 
     def _on_message(self, topic, payload):
