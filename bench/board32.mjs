@@ -102,7 +102,9 @@ setInterval(() => {
 let peakMods = "";
 function modules() {
   mp.runPython("import sys\n_mods = ' '.join(sorted(sys.modules))");
-  return mp.globals.get("_mods");
+  const m = mp.globals.get("_mods");
+  mp.runPython("del _mods");        // not in the heap the next sample reads
+  return m;
 }
 process.on("SIGUSR1", () => {
   const a = sample();

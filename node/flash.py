@@ -422,14 +422,21 @@ def flash(board_name, port, cfg_path, build_dir=None, start=True, log=print):
         return _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0)
 
 
-def _deploy_romfs(port, out_dir, log, unix=False, first=()):
+def _deploy_romfs(port, out_dir, log, unix=False, first=(), seen=None):
     """Writes the runtime's ROMFS image into the board's ROMFS partition if
     its firmware has one that fits; returns the mpremote commands that
     finish the layout (remove plain runtime files, or copy them when the
-    image could not go on).  `first`: commands for the probe's session."""
+    image could not go on).  `first`: commands for the probe's session,
+    whose output goes into the list `seen`."""
     img = rom_dir(out_dir) + ".img"
     need = os.path.getsize(img)
-    have = romfs.partition_size(lambda c: mpremote(port, unix, list(first) + c, log, timeout=60))
+
+    def probe(cmds):
+        out = mpremote(port, unix, list(first) + cmds, log, timeout=60)
+        if seen is not None:
+            seen.append(out)
+        return out
+    have = romfs.partition_size(probe)
     if have >= need:
         log("      deploying the runtime's ROMFS image (%d KiB) into the board's %d KiB ROMFS "
             "partition" % (need // 1024, have // 1024))
@@ -454,16 +461,20 @@ def _flash_locked(board_name, board, cfg, files, port, out_dir, start, log, t0):
     # The firmware check runs first in the first session on the board,
     # before anything there changes (node/flash_fw.py).
     check = ["exec", flash_fw.check_code(board), "+"]
+    seen = []       # output of the session that ran the check
     try:
         if os.path.exists(os.path.join(out_dir, romfs.IMAGE)):
             cmds += ["exec", romfs.RM_PLAIN, "+"]   # plain files would shadow the image
         elif board.get("romfs") == "partition":
-            cmds += _deploy_romfs(port, out_dir, log, unix, first=check)
+            cmds += _deploy_romfs(port, out_dir, log, unix, first=check, seen=seen)
             check = []
         cmds = check + ["exec", _reset_slot(out_dir), "+"] + cmds
         n_files = cmds.count("cp")
         log("[2/3] copying %d files to %s with mpremote" % (n_files, port))
-        mpremote(port, unix, cmds[:-1], log)
+        seen.append(mpremote(port, unix, cmds[:-1], log))
+        note = flash_fw.native_note(seen[0])
+        if note and os.path.exists(os.path.join(out_dir, "lib", "wasm3.mpy")):
+            log("      " + note)
     except FlashError as e:
         why = flash_fw.explain(str(e), board, port)
         if why is None:

@@ -21,21 +21,34 @@ def board(tmp_path):
     b.stop()
 
 
-def _flash(board, tmp_path):
+def _flash(board, tmp_path, log=lambda *a: None):
     return flash.flash("unix", board.pty, board.config, build_dir=str(tmp_path / "build"),
-                       start=False, log=lambda *a: None)
+                       start=False, log=log)
 
 
-def test_firmware_too_old_for_the_mpy_files_stops_the_flash(board, tmp_path, monkeypatch):
-    # This binary loads .mpy 6.3; a runtime needing 6.2 stands in for a
-    # board whose firmware is older than the runtime's format.
-    monkeypatch.setattr(flash_fw, "MPY_SUB", 2)
+def test_firmware_too_old_for_the_runtime_stops_the_flash(board, tmp_path, monkeypatch):
+    # This binary is MicroPython 1.29; a runtime needing 9.0 stands in for a
+    # board whose firmware is older than what the runtime uses.
+    monkeypatch.setattr(flash_fw, "MIN_VERSION", (9, 0))
     with pytest.raises(flash.FlashError) as e:
         _flash(board, tmp_path)
     msg = str(e.value)
-    assert "loads .mpy format 6.3; the runtime is .mpy 6.2" in msg, msg
-    assert "runs MicroPython 1.29.0," in msg and "docs/BOARDS.md" in msg
+    assert "runs MicroPython 1.29.0 (.mpy format 6); the runtime needs MicroPython 9.0 " \
+           "or newer" in msg, msg
+    assert "docs/BOARDS.md" in msg
     assert not os.listdir(board.work)        # nothing was copied
+
+
+def test_firmware_that_cannot_load_wasm3_is_flashed_with_a_note(board, tmp_path, monkeypatch):
+    # wasm3.mpy (machine code) needs the exact .mpy sub-version: one other
+    # than this binary's stands in for such firmware.  The runtime's own
+    # .mpy files are bytecode and load anyway: the board runs proxy mode.
+    monkeypatch.setattr(flash_fw, "MPY_SUB", 2)
+    said = []
+    _flash(board, tmp_path, log=said.append)
+    assert os.path.exists(os.path.join(board.work, "main.py"))
+    notes = [x for x in said if "wasm3.mpy's (6.2)" in x]
+    assert notes and "every module in proxy mode" in notes[0], said
 
 
 def test_firmware_for_another_arch_stops_the_flash_before_the_romfs_probe(board, tmp_path,
@@ -55,14 +68,18 @@ def test_firmware_for_another_arch_stops_the_flash_before_the_romfs_probe(board,
     assert not os.listdir(board.work)
 
 
-def test_the_check_passes_on_matching_firmware_and_explains_only_its_own_errors():
+def test_the_check_explains_only_its_own_errors_and_reads_newer_mpy_flags():
     unix = flash.load_board("unix")
     code = flash_fw.check_code(unix)
-    assert "m>>10 not in (0,2)" in code          # x64, or firmware without a native emitter
+    assert "a not in(0,2)" in code and "<(1, 23)" in code
     assert flash_fw.explain("mpremote failed (1): no device", unix, "/dev/x") is None
     assert flash_fw.explain("OSError: AEGIS-FW junk", unix, "/dev/x") is None
     old = flash_fw.explain("OSError: AEGIS-FW %d 1.22.2\n" % (6 | 2 << 8 | 4 << 10), unix, "/x")
-    assert "runs MicroPython 1.22.2, which loads .mpy format 6.2" in old
+    assert "runs MicroPython 1.22.2 (.mpy format 6); the runtime needs MicroPython 1.23" in old
+    # MicroPython 1.27+ sets flags above bit 15: the architecture is bits 10-15.
+    rv = 6 | (3 | 11 << 2) << 8 | 1 << 16
+    assert "firmware for rv32imc, but --board unix is x64" in flash_fw.explain(
+        "OSError: AEGIS-FW %d 1.27.0" % rv, unix, "/x")
 
 
 def test_keys_a_board_does_not_use_are_reported_and_left_out(tmp_path):

@@ -101,3 +101,15 @@ def test_a_short_body_is_not_taken_for_a_skipped_one(n):
     feed(c, publish("a/b", b"y" * (100 + n), 3), piece=37)
     m = c.events()[0]
     assert bytes(m.payload) == b"y" * (100 + n)
+
+
+def test_a_limit_under_the_kept_start_still_skips():
+    # max_packet below the 512 bytes kept of a skipped body: still skipped.
+    c = mqtt.Client("b", max_packet=200)
+    c.drop_big = True
+    c.connect(0)
+    c.receive_data(b"\x20\x02\x00\x00", 0)
+    c.events()
+    feed(c, publish("a/b", b"z" * 300, 9), piece=50)
+    m = c.events()[0]
+    assert m.payload is None and m.packet_id == 9

@@ -253,11 +253,11 @@ class Deploys:
             # verifier's and the engine's load; progress is on flash.
             self.bad += self.rx.bad
             self.rx = None
-            # The codec too unless a handover is sending (it loads it again):
-            # the check below is the push's largest moment.
+            # The codec and any sender too unless a handover is sending (it
+            # loads them again): the check below is the push's largest moment.
             p = b.parts.get("proxy")
-            unload("node.core.transfer_recv",
-                   *(() if p is not None and p.busy() else ("node.core.transfer",)))
+            unload("node.core.transfer_recv", *(() if p is not None and p.busy() else
+                                                ("node.core.transfer", "node.core.transfer_send")))
         gc.collect()
         if b.store.read_at(name, 0, 8) == b"AEGISRT1":    # a runtime bundle
             from node.board import rtupdate

@@ -71,7 +71,7 @@ def available():
         return False
     try:
         _ne()
-    except ImportError:
+    except (ImportError, ValueError):   # ValueError: wasm3.mpy not for this firmware
         return False
     return True
 

@@ -233,7 +233,7 @@ def _feed(c, data):
                 if not (c.drop_big and c._head >> 4 == 3 and c.version == 4):
                     _error(c, _E_TOO_BIG, 1 + c._nlen + c._len, c.max_packet)
                     return
-                c._buf = bytearray(min(c._len, _KEEP))
+                c._buf = bytearray(min(c._len - 1, _KEEP))     # shorter: skipping
             else:
                 # The body gets its own exact-size buffer up front: no
                 # regrowth while a large packet trickles in.
@@ -263,7 +263,7 @@ def _dropped(c, hdr, body):
     n = len(body)
     tl = (body[0] << 8) | body[1] if n > 1 else n
     if 2 + tl + (2 if qos else 0) > n:
-        return _error(c, _E_TOO_BIG, c._len, c.max_packet)
+        return _error(c, _E_TOO_BIG, 1 + c._nlen + c._len, c.max_packet)
     _handle(c, hdr, body[:2 + tl + (2 if qos else 0)])
     ev = c._events[-1] if c._events else None
     if type(ev) is Message:
